@@ -1,0 +1,29 @@
+"""interp: mechanistic interpretability of attention heads.
+
+The public API is imported lazily so that ``import interp`` stays cheap and has no side effects.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_model": "interp.models",
+    "tiny_model": "interp.models",
+    "capture": "interp.capture",
+    "Capture": "interp.capture",
+    "CaptureSpec": "interp.capture",
+    "HeadId": "interp.types",
+    "validate_frame": "interp.schema",
+    "attention_stats": "interp.attnstats",
+    "AttnStats": "interp.attnstats",
+}
+
+__all__ = sorted(_EXPORTS)
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'interp' has no attribute {name!r}")
