@@ -1,0 +1,84 @@
+"""Fused attention statistics: output, logsumexp, entropy, max/argmax, segment and key masses in one call.
+
+Backends: ``reference`` (eager float64 specification), ``cpu`` (blocked, no O(n^2) memory) and ``triton``
+(flash-style single pass on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1``). ``auto`` picks triton
+for CUDA tensors when triton imports, else cpu.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional
+
+import torch
+
+from ._common import BACKENDS, KernelStats, validate
+from .edits import HeadEdit
+
+__all__ = ["attn_stats_kernel", "KernelStats", "HeadEdit", "BACKENDS", "triton_available"]
+
+
+def triton_available() -> bool:
+    """True when triton can be imported."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the install
+        return False
+    return True
+
+
+def _interpret_mode() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def attn_stats_kernel(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    causal: bool,
+    key_valid: Optional[torch.Tensor] = None,
+    segments: Optional[torch.Tensor] = None,
+    key_mass: bool = False,
+    softcap: Optional[float] = None,
+    edit: Optional[HeadEdit] = None,
+    backend: str = "auto",
+) -> KernelStats:
+    """Attention output plus per-row statistics of the (edited) attention pattern.
+
+    ``q [batch, head_index, query_pos, d_head]``, ``k, v [batch, kv_head, key_pos, d_head]`` with
+    ``head_index % kv_head == 0`` and ``key_pos >= query_pos`` (query ``i`` sits at absolute position
+    ``key_pos - query_pos + i``). See :class:`KernelStats` for the outputs and :mod:`.edits` for ``edit``.
+    """
+    prob = validate(
+        q, k, v, scale=scale, key_valid=key_valid, segments=segments, softcap=softcap, edit=edit, backend=backend
+    )
+    kwargs = dict(
+        scale=float(scale), causal=bool(causal), key_valid=key_valid, segments=segments,
+        key_mass=bool(key_mass), softcap=None if softcap is None else float(softcap),
+    )
+    if backend == "auto":
+        backend = "triton" if (q.is_cuda and triton_available()) else "cpu"
+    if backend == "triton":
+        reason = None
+        if not triton_available():
+            reason = "triton is not importable"
+        elif not q.is_cuda and not _interpret_mode():
+            reason = "tensors are on CPU and TRITON_INTERPRET=1 is not set"
+        if reason is None:
+            from .triton_kernel import attn_stats_triton, unsupported_reason
+
+            reason = unsupported_reason(q, prob)
+            if reason is None:
+                return attn_stats_triton(q, k, v, prob, **kwargs)
+        warnings.warn(f"triton attention-stats backend unavailable ({reason}); using the cpu backend", stacklevel=2)
+        backend = "cpu"
+    if backend == "reference":
+        from .reference import attn_stats_reference
+
+        return attn_stats_reference(q, k, v, prob, **kwargs)
+    from .cpu import attn_stats_cpu
+
+    return attn_stats_cpu(q, k, v, prob, **kwargs)

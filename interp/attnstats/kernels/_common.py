@@ -1,0 +1,145 @@
+"""Shared pieces of the attention-statistics kernels: the result type and input validation."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from interp.errors import DeviceMismatchError, InputError
+
+from .edits import HeadEdit, ResolvedEdit, resolve_edit
+
+BACKENDS = ("auto", "cpu", "triton", "reference")
+
+
+@dataclass(frozen=True, eq=False)
+class KernelStats:
+    """Output and per-row statistics of one attention call (stats are float32).
+
+    Shapes: ``out [batch, head_index, query_pos, d_head]`` (input dtype); ``lse``, ``entropy``,
+    ``max_weight``, ``argmax`` ``[batch, head_index, query_pos]``; ``segment_mass
+    [batch, head_index, query_pos, n_segments]``; ``key_mass [batch, head_index, key_pos]``.
+    Rows with no visible key: out 0, lse -inf, entropy 0, max_weight 0, argmax -1, masses 0.
+    """
+
+    out: torch.Tensor
+    lse: torch.Tensor
+    entropy: torch.Tensor
+    max_weight: torch.Tensor
+    argmax: torch.Tensor
+    segment_mass: Optional[torch.Tensor] = None
+    key_mass: Optional[torch.Tensor] = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Validated call: shapes plus resolved edit."""
+
+    batch: int
+    n_heads: int
+    n_kv: int
+    q_len: int
+    k_len: int
+    d_head: int
+    n_segments: int
+    edit: ResolvedEdit
+
+    @property
+    def group(self) -> int:
+        return self.n_heads // self.n_kv
+
+    @property
+    def offset(self) -> int:
+        return self.k_len - self.q_len
+
+
+def _desc(t: torch.Tensor) -> str:
+    return f"{t.dtype} on {t.device}"
+
+
+def validate(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    key_valid: Optional[torch.Tensor],
+    segments: Optional[torch.Tensor],
+    softcap: Optional[float],
+    edit: Optional[HeadEdit],
+    backend: str,
+) -> Problem:
+    """Check every argument of :func:`attn_stats_kernel`; raise a one-line error on the first problem."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise InputError(
+                f"{name} must be 4-D [batch, heads, pos, d_head], got shape {list(t.shape)}"
+            )
+    if not (q.device == k.device == v.device):
+        raise DeviceMismatchError(
+            f"q, k, v are on different devices ({q.device}, {k.device}, {v.device}); move them to one device with .to()"
+        )
+    if not q.dtype.is_floating_point or not (q.dtype == k.dtype == v.dtype):
+        raise DeviceMismatchError(
+            f"q, k, v need one floating dtype (got {q.dtype}, {k.dtype}, {v.dtype}); cast them with .to(dtype)"
+        )
+    B, H, Q, D = q.shape
+    Bk, KV, K, Dk = k.shape
+    if Bk != B or tuple(v.shape[:3]) != (B, KV, K):
+        raise InputError(
+            f"k {list(k.shape)} and v {list(v.shape)} must be [batch={B}, kv_head, key_pos, d_head] with equal kv_head and key_pos"
+        )
+    if Dk != D or v.shape[3] != D:
+        raise InputError(f"q, k, v must share d_head (got {D}, {Dk}, {v.shape[3]}); pad or project them to one size")
+    if min(B, H, Q, D, KV, K) == 0:
+        raise InputError(f"empty input: q {list(q.shape)}, k {list(k.shape)}; every dimension must be >= 1")
+    if H % KV != 0:
+        raise InputError(f"head_index {H} is not divisible by kv_head {KV}; pass K/V with a kv_head count that divides it")
+    if K < Q:
+        raise InputError(f"key_pos {K} < query_pos {Q}; pass keys for every query position (key_pos >= query_pos)")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+        raise InputError(f"scale must be a finite number, got {scale!r}")
+    if softcap is not None:
+        if not isinstance(softcap, (int, float)) or isinstance(softcap, bool) or not (math.isfinite(softcap) and softcap > 0):
+            raise InputError(f"softcap must be None or a positive finite number, got {softcap!r}")
+    if key_valid is not None:
+        if not isinstance(key_valid, torch.Tensor) or key_valid.dtype != torch.bool:
+            raise InputError("key_valid must be a bool tensor [batch, key_pos]; build it with attention_mask.bool()")
+        if tuple(key_valid.shape) != (B, K):
+            raise InputError(f"key_valid has shape {list(key_valid.shape)} but must be [batch={B}, key_pos={K}]")
+        if key_valid.device != q.device:
+            raise DeviceMismatchError(f"key_valid is on {key_valid.device} but q is on {q.device}; move it with .to(q.device)")
+    S = 0
+    if segments is not None:
+        if not isinstance(segments, torch.Tensor) or not segments.dtype.is_floating_point:
+            raise InputError("segments must be a float tensor [batch, n_segments, key_pos] of 0/1 indicators")
+        if segments.dim() != 3 or segments.shape[0] != B or segments.shape[2] != K:
+            raise InputError(
+                f"segments has shape {list(segments.shape)} but must be [batch={B}, n_segments, key_pos={K}]"
+            )
+        if segments.device != q.device:
+            raise DeviceMismatchError(f"segments is on {segments.device} but q is on {q.device}; move it with .to(q.device)")
+        if not bool(((segments == 0) | (segments == 1)).all()):
+            raise InputError("segments must contain only 0/1 indicators; threshold or round them first")
+        S = segments.shape[1]
+    resolved = resolve_edit(edit, H, S)
+    return Problem(
+        batch=B, n_heads=H, n_kv=KV, q_len=Q, k_len=K, d_head=D, n_segments=S, edit=resolved
+    )
+
+
+def query_valid(key_valid: Optional[torch.Tensor], q_len: int, k_len: int) -> Optional[torch.Tensor]:
+    """``[batch, query_pos]`` bool: is the query's own absolute position a valid (non-padding) key."""
+    if key_valid is None:
+        return None
+    return key_valid[:, k_len - q_len :]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
