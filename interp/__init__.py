@@ -10,9 +10,9 @@ from typing import Any
 _EXPORTS = {
     "load_model": "interp.models",
     "tiny_model": "interp.models",
-    "capture": "interp.capture",
-    "Capture": "interp.capture",
-    "CaptureSpec": "interp.capture",
+    "capture": "interp.hooks",
+    "Capture": "interp.hooks",
+    "CaptureSpec": "interp.hooks",
     "HeadId": "interp.types",
     "validate_frame": "interp.schema",
     "attention_stats": "interp.attnstats",

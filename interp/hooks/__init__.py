@@ -1,0 +1,153 @@
+"""Stage 2, capture (hook-based): register only the hooks a ``CaptureSpec`` asks for and return a ``Capture``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+
+from interp.errors import InputError
+from interp.inputs import Batch, Inputs, to_batch
+from interp.models import model_name
+from interp.types import SITES, hook_name, site
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """What to capture. ``None`` means all. ``heads`` are query heads; for the KV sites ``k``/``v`` they select
+    the KV groups those query heads read. ``positions`` (negative allowed) index ``pos`` (the query axis for
+    ``pattern``/``attn_scores``)."""
+
+    sites: tuple[str, ...] = ("resid_post",)
+    layers: tuple[int, ...] | None = None
+    heads: tuple[int, ...] | None = None
+    positions: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
+        if not sites:
+            raise InputError(f"CaptureSpec needs at least one site; valid sites are: {', '.join(SITES)}")
+        for s in sites:
+            site(s)  # raises UnknownNameError listing the valid names
+        object.__setattr__(self, "sites", sites)
+        for name in ("layers", "heads", "positions"):
+            val = getattr(self, name)
+            if val is not None:
+                object.__setattr__(self, name, tuple(int(x) for x in ([val] if isinstance(val, int) else val)))
+
+
+@dataclass
+class Capture:
+    """Captured activations. ``capture[site, layer]`` gives a tensor with the site's dimension words
+    (see ``interp.types.SITES``), already restricted to the spec's heads and positions."""
+
+    model: str
+    tokens: torch.Tensor  # [batch pos]
+    attention_mask: torch.Tensor  # [batch pos]
+    spec: CaptureSpec
+    layers: tuple[int, ...]
+    heads: tuple[int, ...] | None
+    positions: tuple[int, ...] | None
+    tensors: dict[tuple[str, int], torch.Tensor]
+    logits: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: tuple[str, int]) -> torch.Tensor:
+        name, layer = key
+        site(name)
+        if (name, layer) not in self.tensors:
+            raise InputError(f"site {name!r} at layer {layer} was not captured; captured: {sorted(self.tensors)[:6]}…")
+        return self.tensors[name, layer]
+
+    def get(self, name: str, layer: int, head: int | None = None) -> torch.Tensor:
+        t = self[name, layer]
+        if head is None:
+            return t
+        s = site(name)
+        if not s.per_head:
+            raise InputError(f"site {name!r} has no head axis; drop the head argument")
+        heads = self.heads if self.heads is not None else None
+        idx = heads.index(head) if heads is not None and not s.kv else head
+        axis = 1 if name in ("pattern", "attn_scores") else 2
+        return t.select(axis, idx)
+
+    def str_tokens(self, tokenizer, row: int = 0) -> list[str]:
+        ids = self.tokens[row][self.attention_mask[row].bool()].tolist()
+        return [tokenizer.decode([i]) for i in ids]
+
+
+def capture(model, inputs: Inputs, spec: CaptureSpec | None = None, *, padding_side: str = "right",
+            return_logits: bool = True) -> Capture:
+    """Run ``model`` once on ``inputs`` and keep only what ``spec`` selects."""
+    spec = spec or CaptureSpec()
+    batch = to_batch(model, inputs, padding_side=padding_side)
+    layers, heads, positions = _resolve(model, spec, batch)
+    store: dict[tuple[str, int], torch.Tensor] = {}
+    hooks = [(hook_name(s, l), _make_hook(model, store, s, l, heads, positions)) for s in spec.sites for l in layers]
+    with torch.no_grad():
+        logits = model.run_with_hooks(batch.tokens, fwd_hooks=_dedupe(hooks), attention_mask=batch.attention_mask)
+    return Capture(model_name(model), batch.tokens.cpu(), batch.attention_mask.cpu(), spec, layers, heads, positions,
+                   store, logits.detach() if return_logits and isinstance(logits, torch.Tensor) else None,
+                   {"padding_side": padding_side, "n_layers": model.cfg.n_layers, "n_heads": model.cfg.n_heads})
+
+
+def _dedupe(hooks):
+    # `result` and `z` read the same hook; chain them so both fire.
+    by_name: dict[str, list] = {}
+    for name, fn in hooks:
+        by_name.setdefault(name, []).append(fn)
+
+    def chain(fns):
+        def run(t, hook):
+            for f in fns:
+                f(t, hook)
+        return run
+
+    return [(n, fns[0] if len(fns) == 1 else chain(fns)) for n, fns in by_name.items()]
+
+
+def _resolve(model, spec: CaptureSpec, batch: Batch):
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    layers = tuple(range(n_layers)) if spec.layers is None else spec.layers
+    _check_range("layer", layers, n_layers)
+    if spec.heads is not None:
+        _check_range("head", spec.heads, n_heads)
+    positions = spec.positions
+    if positions is not None:
+        n_pos = batch.tokens.shape[1]
+        bad = [p for p in positions if not -n_pos <= p < n_pos]
+        if bad:
+            raise InputError(f"position {bad[0]} out of range: the batch has {n_pos} positions; use 0..{n_pos - 1} or negatives")
+    return layers, spec.heads, positions
+
+
+def _check_range(what: str, values: Iterable[int], n: int) -> None:
+    bad = [v for v in values if not 0 <= v < n]
+    if bad:
+        raise InputError(f"{what} {bad[0]} out of range: the model has {n} {what}s (0-{n - 1})")
+
+
+def _make_hook(model, store, name: str, layer: int, heads, positions):
+    s = site(name)
+    n_heads = model.cfg.n_heads
+    n_kv = getattr(model.cfg, "n_key_value_heads", None) or n_heads
+
+    def hook(t: torch.Tensor, hook=None):
+        t = t.detach()
+        if name == "result":  # z [batch pos head_index d_head] @ W_O [head_index d_head d_model]
+            w_o = model.blocks[layer].attn.W_O
+            t = torch.einsum("bphd,hdm->bphm", t, w_o.to(t.dtype))
+        pos_axis = 2 if name in ("pattern", "attn_scores") else 1
+        head_axis = 1 if name in ("pattern", "attn_scores") else 2
+        if positions is not None:
+            t = t.index_select(pos_axis, torch.tensor(positions, device=t.device) % t.shape[pos_axis])
+        if heads is not None and s.per_head:
+            idx = sorted({h // (n_heads // n_kv) for h in heads}) if s.kv else list(heads)
+            t = t.index_select(head_axis, torch.tensor(idx, device=t.device))
+        store[name, layer] = t.cpu()
+        return None
+
+    return hook
+
+
+__all__ = ["CaptureSpec", "Capture", "capture"]

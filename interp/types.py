@@ -1,0 +1,76 @@
+"""Core value types shared by every stage, and the one place where hook names are spelled.
+
+Dimension words follow TransformerLens: ``batch pos head_index d_head d_model``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from interp.errors import InputError, UnknownNameError
+
+
+@dataclass(frozen=True, order=True)
+class HeadId:
+    """A query head: ``HeadId(9, 6)`` prints as ``"L9H6"``. For GQA models it names a *query* head;
+    its key/value group is ``head // (n_heads // n_kv_heads)``."""
+
+    layer: int
+    head: int
+
+    def __str__(self) -> str:
+        return f"L{self.layer}H{self.head}"
+
+    @classmethod
+    def parse(cls, text: str) -> "HeadId":
+        m = re.fullmatch(r"\s*L(\d+)H(\d+)\s*", str(text), flags=re.IGNORECASE) or re.fullmatch(
+            r"\s*(\d+)[.\-](\d+)\s*", str(text)
+        )
+        if not m:
+            raise InputError(f"cannot parse head {text!r}: write it as 'L9H6' (or '9.6' / '9-6')")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+
+@dataclass(frozen=True)
+class Site:
+    """A capturable activation. ``per_head`` sites carry a head axis; ``kv`` ones index KV heads."""
+
+    name: str
+    hook: str  # TransformerLens hook-name template; "{l}" is the layer
+    shape: str  # dimension words of the captured tensor
+    per_head: bool = False
+    kv: bool = False
+    derived: bool = False  # computed from another hook rather than read directly
+
+
+# The ONE table of hook names. Everything else asks `site(name)` or `hook_name(name, layer)`.
+SITES: dict[str, Site] = {
+    s.name: s
+    for s in [
+        Site("resid_pre", "blocks.{l}.hook_resid_pre", "batch pos d_model"),
+        Site("resid_mid", "blocks.{l}.hook_resid_mid", "batch pos d_model"),
+        Site("resid_post", "blocks.{l}.hook_resid_post", "batch pos d_model"),
+        Site("attn_out", "blocks.{l}.hook_attn_out", "batch pos d_model"),
+        Site("mlp_out", "blocks.{l}.hook_mlp_out", "batch pos d_model"),
+        Site("q", "blocks.{l}.attn.hook_q", "batch pos head_index d_head", per_head=True),
+        Site("k", "blocks.{l}.attn.hook_k", "batch pos kv_head d_head", per_head=True, kv=True),
+        Site("v", "blocks.{l}.attn.hook_v", "batch pos kv_head d_head", per_head=True, kv=True),
+        Site("z", "blocks.{l}.attn.hook_z", "batch pos head_index d_head", per_head=True),
+        Site("result", "blocks.{l}.attn.hook_z", "batch pos head_index d_model", per_head=True, derived=True),
+        Site("attn_scores", "blocks.{l}.attn.hook_attn_scores", "batch head_index query_pos key_pos", per_head=True),
+        Site("pattern", "blocks.{l}.attn.hook_pattern", "batch head_index query_pos key_pos", per_head=True),
+    ]
+}
+
+
+def site(name: str) -> Site:
+    try:
+        return SITES[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown site {name!r}; valid sites are: {', '.join(SITES)}"
+        ) from None
+
+
+def hook_name(name: str, layer: int) -> str:
+    return site(name).hook.format(l=layer)
