@@ -1,0 +1,193 @@
+"""CPU backend: exact softmax over blocks of query rows, without O(n^2) memory.
+
+Each block of ``block_q`` queries sees all its keys at once (with ``causal`` only keys up to the block's
+last position), so the softmax per block is exact and no online rescaling is needed. The query heads of
+one kv head are stacked into one matmul (``[batch, kv_head, group*block_q, d_head]``) instead of copying
+K/V per query head. Peak extra memory is ~2 buffers of ``batch*head_index*block_q*key_pos`` floats.
+
+Scores of invisible keys get a large finite negative value (``NEG``) rather than -inf, so that
+``exp`` gives exact zeros and ``p*s`` never produces NaN; rows whose max stays below ``NEG/2`` have no
+visible key and get the empty-row values. Entropy is ``log l - Σ e·(s-m) / l`` with ``e = exp(s-m)``.
+
+Timings (``benchmarks/attn_kernel.py``; batch 1, 9 query / 3 kv heads, d_head 64, causal, fp32,
+2 segments + key_mass, 2 threads, median of 3; SDPA = ``F.scaled_dot_product_attention``):
+see :data:`BENCHMARK` below.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._common import KernelStats, Problem, compute_dtype, query_valid
+
+NEG = -1.0e30
+DEFAULT_BLOCK_Q = 128
+
+BENCHMARK = """(filled in from benchmarks/attn_kernel.py)"""
+
+
+def _block_size(prob: Problem, block_q: Optional[int]) -> int:
+    if block_q is not None:
+        return max(1, int(block_q))
+    return DEFAULT_BLOCK_Q
+
+
+def attn_stats_cpu(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    prob: Problem,
+    *,
+    scale: float,
+    causal: bool,
+    key_valid: Optional[torch.Tensor],
+    segments: Optional[torch.Tensor],
+    key_mass: bool,
+    softcap: Optional[float],
+    block_q: Optional[int] = None,
+) -> KernelStats:
+    B, H, Q, K, G, KV, D, S = (
+        prob.batch, prob.n_heads, prob.q_len, prob.k_len, prob.group, prob.n_kv, prob.d_head, prob.n_segments,
+    )
+    off = prob.offset
+    edit = prob.edit
+    general = edit.needs_probabilities
+    cd = compute_dtype(q.dtype)
+    dev = q.device
+    bq = min(_block_size(prob, block_q), Q)
+
+    with torch.no_grad():
+        qf = q.to(cd) * (scale / softcap if softcap is not None else scale)
+        qg = qf.view(B, KV, G, Q, D)
+        kT = k.to(cd).transpose(-1, -2)  # [B, KV, D, K] view
+        vf = v.to(cd)
+
+        out = torch.empty(B, KV, G, Q, D, dtype=cd, device=dev)
+        lse = torch.empty(B, KV, G, Q, dtype=cd, device=dev)
+        ent = torch.empty(B, KV, G, Q, dtype=cd, device=dev)
+        maxw = torch.empty(B, KV, G, Q, dtype=cd, device=dev)
+        amax = torch.empty(B, KV, G, Q, dtype=torch.int64, device=dev)
+        segm = torch.empty(B, KV, G, Q, S, dtype=cd, device=dev) if segments is not None else None
+        kmass = torch.zeros(B, KV, G, K, dtype=cd, device=dev) if key_mass else None
+
+        kvb = None  # additive key-padding bias [B, 1, 1, 1, K]
+        if key_valid is not None and not bool(key_valid.all()):
+            kvb = torch.zeros(B, 1, 1, 1, K, dtype=cd, device=dev).masked_fill_(~key_valid.view(B, 1, 1, 1, K), NEG)
+        lb = None  # segment_scale logit bias [B, KV, G, 1, K]
+        if edit.segment_scale is not None:
+            logg = edit.log_gamma().clamp_min(NEG).to(dev)
+            lb = torch.einsum("bsk,hs->bhk", segments.to(torch.float64), logg).to(cd).view(B, KV, G, 1, K)
+        segT = segments.to(cd).transpose(1, 2).contiguous()[:, None] if segments is not None else None  # [B,1,K,S]
+        qv = query_valid(key_valid, Q, K)
+        qvw = None
+        if key_mass and qv is not None and not bool(qv.all()):
+            qvw = qv.to(cd).view(B, 1, 1, 1, Q)
+        tri = torch.full((bq, bq), NEG, dtype=cd, device=dev).triu_(1) if causal else None
+        ones_q = torch.ones(1, 1, 1, 1, bq, dtype=cd, device=dev) if key_mass else None
+        kpos = torch.arange(K, device=dev)
+
+        for i0 in range(0, Q, bq):
+            i1 = min(Q, i0 + bq)
+            nq = i1 - i0
+            R = G * nq
+            kend = off + i1 if causal else K
+            qb = qg[:, :, :, i0:i1].reshape(B, KV, R, D)
+            s = torch.matmul(qb, kT[..., :kend])  # [B, KV, R, kend]
+            if softcap is not None:
+                s.tanh_().mul_(softcap)
+            s5 = s.view(B, KV, G, nq, kend)
+            if causal:
+                s5[..., kend - nq :].add_(tri[:nq, :nq])
+            if kvb is not None:
+                s5.add_(kvb[..., :kend])
+            if lb is not None:
+                s5.add_(lb[..., :kend])
+            m, am = s.max(dim=-1)
+            s.sub_(m.unsqueeze(-1))
+            e = torch.exp(s)
+            l = e.sum(dim=-1)
+            empty = m <= NEG / 2
+            rinv = l.reciprocal().masked_fill_(empty, 0.0)
+            if not general:
+                t = s.mul_(e).sum(dim=-1)
+                e_row = l.log().sub_(t.mul_(rinv)).masked_fill_(empty, 0.0)
+                p = e.mul_(rinv.unsqueeze(-1))
+                mw = rinv
+                ai = am.masked_fill_(empty, -1)
+            else:
+                p = e.mul_(rinv.unsqueeze(-1))
+                _apply_prob_edits(
+                    p.view(B, KV, G, nq, kend), prob, i0, nq, kend, key_valid, segT, causal, kpos, dev, cd
+                )
+                e_row = -torch.special.xlogy(p, p).sum(dim=-1)
+                mw, ai = p.max(dim=-1)
+                ai = ai.masked_fill_(mw <= 0, -1)
+            lse_b = m.add_(l.log_()).masked_fill_(empty, -torch.inf)
+            sl = (slice(None), slice(None), slice(None), slice(i0, i1))
+            lse[sl] = lse_b.view(B, KV, G, nq)
+            ent[sl] = e_row.view(B, KV, G, nq)
+            maxw[sl] = mw.view(B, KV, G, nq)
+            amax[sl] = ai.view(B, KV, G, nq)
+            out[sl] = torch.matmul(p, vf[:, :, :kend]).view(B, KV, G, nq, D)
+            if segm is not None:
+                segm[sl] = torch.matmul(p, segT[:, :, :kend]).view(B, KV, G, nq, S)
+            if kmass is not None:
+                w = ones_q[..., :nq] if qvw is None else qvw[..., i0:i1]
+                kmass[..., :kend] += torch.matmul(w, p.view(B, KV, G, nq, kend)).view(B, KV, G, kend)
+
+        out = out.view(B, H, Q, D)
+        if edit.out_scale is not None:
+            out = out * edit.out_scale.to(device=dev, dtype=cd).view(1, H, 1, 1)
+        f32 = torch.float32
+        return KernelStats(
+            out=out.to(q.dtype),
+            lse=lse.view(B, H, Q).to(f32),
+            entropy=ent.view(B, H, Q).to(f32),
+            max_weight=maxw.view(B, H, Q).to(f32),
+            argmax=amax.view(B, H, Q),
+            segment_mass=None if segm is None else segm.view(B, H, Q, S).to(f32),
+            key_mass=None if kmass is None else kmass.view(B, H, K).to(f32),
+        )
+
+
+def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev, cd) -> None:
+    """In place on exact probabilities ``p5 [B, KV, G, nq, kend]``: redistribute, uniform mix, identity mix."""
+    B, KV, G = prob.batch, prob.n_kv, prob.group
+    edit, off = prob.edit, prob.offset
+    if edit.segment_redistribute is not None:
+        beta = edit.segment_redistribute.to(device=dev, dtype=cd)
+        for si in range(prob.n_segments):
+            b = beta[:, si]
+            if bool((b == 1).all()):
+                continue
+            sg = segT[:, :, :kend, si : si + 1]  # [B, 1, kend, 1]
+            p4 = p5.view(B, KV, G * nq, kend)
+            m = torch.matmul(p4, sg).view(B, KV, G, nq, 1)
+            m_out = torch.matmul(p4, 1 - sg).view(B, KV, G, nq, 1)
+            bb = b.view(1, KV, G, 1, 1)
+            m_new = torch.minimum(bb * m, m + m_out)
+            keep = m_out <= 0
+            f_in = torch.where(keep | (m <= 0), torch.ones_like(m), m_new / m.clamp_min(1e-30))
+            f_out = torch.where(keep, torch.ones_like(m), (m + m_out - m_new) / m_out.clamp_min(1e-30))
+            p5.mul_(f_out + (f_in - f_out) * sg.view(B, 1, 1, 1, kend))
+    if edit.uniform_mix is None and edit.identity_mix is None:
+        return
+    qpos = torch.arange(off + i0, off + i0 + nq, device=dev)
+    vis = torch.ones(B, 1, 1, nq, kend, dtype=torch.bool, device=dev)
+    if causal:
+        vis = vis & (kpos[None, :kend] <= qpos[:, None])
+    if key_valid is not None:
+        vis = vis & key_valid[:, None, None, None, :kend]
+    if edit.uniform_mix is not None:
+        u = edit.uniform_mix.to(device=dev, dtype=cd).view(1, KV, G, 1, 1)
+        nvis = vis.sum(-1, keepdim=True)
+        U = vis.to(cd) / nvis.clamp_min(1).to(cd)
+        p5.copy_(torch.where(nvis > 0, (1 - u) * p5 + u * U, p5))
+    if edit.identity_mix is not None:
+        u = edit.identity_mix.to(device=dev, dtype=cd).view(1, KV, G, 1)
+        own = vis[..., torch.arange(nq, device=dev), qpos]  # [B, 1, 1, nq]
+        fac = torch.where(own, 1 - u, torch.ones((), dtype=cd, device=dev))
+        p5.mul_(fac.unsqueeze(-1))
+        rr = torch.arange(nq, device=dev)
+        p5[:, :, :, rr, qpos] += torch.where(own, u, torch.zeros((), dtype=cd, device=dev))
