@@ -86,12 +86,34 @@ def _from_hub(name: str, dtype: torch.dtype):
         return _from_dir(name, dtype, local_files_only=True)
     except OSError:
         pass
+    unavailable = ModelUnavailableError(
+        f"unknown model {name!r}: not bundled ({', '.join(BUNDLED)}), not a local directory, and its weights are not available offline in the Hugging Face cache"
+    )
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise unavailable
     try:
         return _from_dir(name, dtype)
     except Exception:
-        raise ModelUnavailableError(
-            f"unknown model {name!r}: not bundled ({', '.join(BUNDLED)}), not a local directory, and its weights are not available offline in the Hugging Face cache"
-        ) from None
+        raise unavailable from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One DNS lookup, so an offline machine fails at once instead of after the hub client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    old = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 def _boot(hf_model, tok, display: str):

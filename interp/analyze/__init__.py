@@ -1,0 +1,1 @@
+"""Stage 3, analyze: every analyzer returns the tidy schema of ``interp.schema``."""

@@ -1,0 +1,146 @@
+"""The head atlas: one tidy table of per-head metrics plus a self-contained interactive report.
+
+Writes ``heads.parquet`` (tidy schema), ``report.html`` (plotly.js embedded) and ``run.json`` (model,
+versions, seed, config, timings) into the output directory, each atomically.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from interp.analyze.attention import attention_summary
+from interp.analyze.detectors import PATTERNS, detector_scores
+from interp.errors import InputError
+from interp.hooks import CaptureSpec, capture
+from interp.io import write_json, write_parquet
+from interp.models import model_name
+from interp.plot import head_heatmap, pattern_viewer, write_report
+from interp.tasks.texts import shipped_prose
+
+METRICS = ("previous_token", "duplicate_token", "induction", "entropy", "first_token_mass")
+
+
+@dataclass(frozen=True)
+class AtlasConfig:
+    seed: int = 0
+    seq_len: int = 40  # length of the random sequence that is repeated for the detectors
+    batch: int = 4
+    text_tokens: int = 256  # tokens of shipped prose for entropy, sink mass and the prose previous-token score
+    view_heads: int = 3  # top heads per detector shown in the pattern viewer
+    view_tokens: int = 48
+
+
+def check_out_dir(out: str | Path) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path {str(out)!r} is a file; pass a directory (it is created if missing)")
+    return out
+
+
+def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, progress: bool = True) -> dict[str, Path]:
+    out = check_out_dir(out)
+    from tqdm.auto import tqdm
+
+    steps = tqdm(total=4, desc="atlas", disable=not progress)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    steps.set_postfix_str("detectors")
+    det = detector_scores(model, seq_len=config.seq_len, batch=config.batch, seed=config.seed, task="atlas")
+    timings["detectors_s"] = time.perf_counter() - t0
+    steps.update()
+
+    steps.set_postfix_str("entropy + sink mass")
+    tokens = _prose_tokens(model, config.text_tokens)
+    att = attention_summary(model, tokens, task="atlas")
+    timings["attention_s"] = time.perf_counter() - t0 - timings["detectors_s"]
+    steps.update()
+
+    df = pd.concat([det, att], ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"heads": write_parquet(out / "heads.parquet", df)}
+    steps.update()
+
+    steps.set_postfix_str("report")
+    paths["report"] = write_report(out / "report.html", f"Head atlas · {model_name(model)}", _sections(model, df, tokens, config),
+                                   intro=_intro(model, df))
+    steps.update()
+    steps.close()
+    timings["total_s"] = time.perf_counter() - t0
+    paths["run"] = write_json(out / "run.json", _run_meta(model, config, timings))
+    return paths
+
+
+def _prose_tokens(model, n: int) -> torch.Tensor:
+    tokens = model.tokenizer(shipped_prose(), return_tensors="pt")["input_ids"][:, :n]
+    bos = model.tokenizer.bos_token_id
+    if bos is not None and int(tokens[0, 0]) != bos and model.tokenizer.cls_token_id is None:
+        tokens = torch.cat([torch.tensor([[bos]]), tokens], 1)[:, :n]
+    return tokens
+
+
+def top_heads(df: pd.DataFrame, metric: str, k: int, condition: str | None = None) -> list[tuple[int, int, float]]:
+    rows = df[df["metric"] == metric]
+    if condition is not None:
+        rows = rows[rows["condition"] == condition]
+    rows = rows.groupby(["layer", "head"], as_index=False)["value"].mean().nlargest(k, "value")
+    return [(int(r.layer), int(r.head), float(r.value)) for r in rows.itertuples()]
+
+
+def _sections(model, df, tokens, config):
+    sections = []
+    titles = {"previous_token": "Previous-token score", "duplicate_token": "Duplicate-token score",
+              "induction": "Induction score", "entropy": "Mean attention entropy (nats)", "first_token_mass": "First-token (sink) mass"}
+    for metric in METRICS:
+        sub = df[df["metric"] == metric]
+        if metric == "previous_token":
+            sub = sub[sub["condition"] == "prose"]
+        sections.append((titles[metric], head_heatmap(sub, metric, title=titles[metric])))
+    heads = []
+    for metric in PATTERNS:
+        heads += [(l, h) for l, h, _ in top_heads(df, metric, config.view_heads, "repeated_random")]
+    heads = list(dict.fromkeys(heads))
+    sections.append(("Attention patterns (top detector heads)", _viewer(model, heads, tokens, config)))
+    return sections
+
+
+def _viewer(model, heads, tokens, config):
+    from interp.tasks.texts import repeated_random_tokens
+
+    bos = model.tokenizer.bos_token_id
+    rand = repeated_random_tokens(model.cfg.d_vocab, config.view_tokens // 2, 1, seed=config.seed, bos=bos)
+    prompts = {"prose": tokens[:, : config.view_tokens], "repeated": rand}
+    layers = tuple(sorted({l for l, _ in heads}))
+    pats, strs = {}, {}
+    for pid, toks in prompts.items():
+        cap = capture(model, toks, CaptureSpec(sites=("pattern",), layers=layers), return_logits=False)
+        strs[pid] = cap.str_tokens(model.tokenizer)
+        for l, h in heads:
+            pats[(pid, f"L{l}H{h}")] = cap["pattern", l][0, h]
+    return pattern_viewer(pats, strs)
+
+
+def _intro(model, df) -> str:
+    items = []
+    for metric, cond in (("previous_token", "prose"), ("induction", "repeated_random"), ("duplicate_token", "repeated_random")):
+        top = ", ".join(f"L{l}H{h} ({v:.2f})" for l, h, v in top_heads(df, metric, 5, cond))
+        items.append(f"<li><b>{metric}</b>: {top}</li>")
+    return f"<p>{model.cfg.n_layers} layers × {model.cfg.n_heads} heads. Strongest heads:</p><ul>{''.join(items)}</ul>"
+
+
+def _run_meta(model, config, timings) -> dict:
+    import transformer_lens
+    import transformers
+
+    import interp
+
+    return {"model": model_name(model), "n_layers": model.cfg.n_layers, "n_heads": model.cfg.n_heads,
+            "seed": config.seed, "config": asdict(config), "timings": timings,
+            "versions": {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                         "transformer_lens": getattr(transformer_lens, "__version__", "4.x"), "python": platform.python_version()},
+            "device": str(next(model.parameters()).device)}

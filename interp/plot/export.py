@@ -1,0 +1,35 @@
+"""Self-contained HTML reports: plotly.js is embedded once, so the file works offline and can be shared."""
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from interp.io import write_text
+
+Section = tuple[str, "go.Figure | str"]
+
+
+def render_report(title: str, sections: Sequence[Section], *, intro: str = "") -> str:
+    parts, first = [], True
+    for heading, body in sections:
+        if isinstance(body, go.Figure):
+            body = body.to_html(full_html=False, include_plotlyjs=first, include_mathjax=False,
+                                config={"displaylogo": False})
+            first = False
+        parts.append(f"<section><h2>{html.escape(heading)}</h2>\n{body}\n</section>")
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
+        "section{margin-bottom:2em}.grid{display:flex;flex-wrap:wrap;gap:1em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1>{intro}\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+
+
+def write_report(path: str | Path, title: str, sections: Sequence[Section], *, intro: str = "") -> Path:
+    """Write the report atomically and return its path."""
+    return write_text(path, render_report(title, sections, intro=intro))

@@ -1,0 +1,1 @@
+"""Prompt generators and shipped texts."""

@@ -1,0 +1,38 @@
+"""Offline texts: the shipped prose in ``data/`` and Python's ``pydoc_data.topics`` (always installed)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+
+def shipped_prose() -> str:
+    """A few paragraphs of plain English shipped in ``data/prose.txt`` (falls back to pydoc text)."""
+    path = DATA_DIR / "prose.txt"
+    return path.read_text(encoding="utf-8") if path.exists() else pydoc_text(4000)
+
+
+def pydoc_text(n_chars: int | None = None) -> str:
+    """English prose from the standard library's help topics, whitespace-normalized."""
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    text = re.sub(r"[ \t]+", " ", text)
+    return text if n_chars is None else text[:n_chars]
+
+
+def repeated_random_tokens(vocab_size: int, seq_len: int, batch: int, *, seed: int = 0, bos: int | None = None,
+                           low: int = 100) -> torch.Tensor:
+    """``[batch, 1 + 2*seq_len]``: BOS then a random sequence repeated twice (the induction test input).
+
+    Token ids are drawn from ``[low, vocab_size)`` to avoid special tokens."""
+    g = torch.Generator().manual_seed(seed)
+    low = min(low, vocab_size // 2)
+    half = torch.randint(low, vocab_size, (batch, seq_len), generator=g)
+    parts = [half, half]
+    if bos is not None:
+        parts.insert(0, torch.full((batch, 1), bos))
+    return torch.cat(parts, dim=1)
