@@ -1,0 +1,168 @@
+"""Per-head attention statistics without any ``n×n`` tensor: ``attention_stats(model, inputs) -> AttnStats``.
+
+The attention computation itself is replaced (see :mod:`interp.attnstats.fused`) by one of three kernels
+behind one interface (:mod:`interp.attnstats.kernels`): ``reference`` (eager, the specification), ``cpu``
+(blocked PyTorch, O(n) extra memory) and ``triton`` (one pass). ``backend="eager"`` instead reduces the
+bridge's own eager ``hook_pattern`` layer by layer: O(n²) memory, but it works for any architecture the
+bridge hooks and is the fallback the errors name.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from interp.attnstats.fused import Recorder, activate, hf_model_of
+from interp.attnstats.kernels import BACKENDS, HeadEdit, KernelStats
+from interp.attnstats.segments import build_segments
+from interp.edits import Edit, compile_edits
+from interp.errors import InputError
+from interp.inputs import Batch, Inputs, to_batch
+from interp.schema import make_frame
+
+STAT_BACKENDS = (*BACKENDS, "eager") if "auto" in BACKENDS else ("auto", *BACKENDS, "eager")
+
+
+@dataclass
+class AttnStats:
+    """Statistics of every head's attention, float32 ``[batch layer head_index query_pos]`` unless noted.
+
+    ``segment_mass [batch layer head_index query_pos n_segments]``, ``key_mass [batch layer head_index key_pos]``
+    (column sums over real queries), ``z [batch layer query_pos head_index d_head]`` (per-head output before
+    W_O, when requested), ``logits [batch pos d_vocab]``. Rows of padding queries carry no meaning; use
+    ``attention_mask``."""
+
+    model: str
+    tokens: torch.Tensor
+    attention_mask: torch.Tensor
+    lse: torch.Tensor
+    entropy: torch.Tensor
+    max_weight: torch.Tensor
+    argmax: torch.Tensor
+    segment_names: tuple[str, ...] = ()
+    segment_mass: torch.Tensor | None = None
+    key_mass: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    backend: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def query_valid(self) -> torch.Tensor:
+        """``[batch query_pos]`` real queries, excluding each row's first token (it can only see itself)."""
+        valid = self.attention_mask.bool().clone()
+        valid[torch.arange(valid.shape[0]), valid.float().argmax(1)] = False
+        return valid
+
+    def visible_keys(self) -> torch.Tensor:
+        """``[batch query_pos]`` number of keys each query sees (causal + padding)."""
+        m = self.attention_mask.float()
+        return m.cumsum(1) if self.meta.get("causal", True) else m.sum(1, keepdim=True).expand_as(m)
+
+    def to_frame(self, task: str = "attention_stats", condition: str | None = None) -> pd.DataFrame:
+        """Tidy per-head means over real queries: entropy, normalized entropy, max_weight, mass:<segment>."""
+        w = self.query_valid[:, None, None, :].to(self.entropy)  # [batch 1 1 query_pos]
+        norm = self.entropy / self.visible_keys().clamp_min(2).log()[:, None, None, :].to(self.entropy)
+        series = {"entropy": self.entropy, "normalized_entropy": norm, "max_weight": self.max_weight}
+        for i, name in enumerate(self.segment_names):
+            series[f"mass:{name}"] = self.segment_mass[..., i]
+        rows = []
+        denom = w.sum((0, 3)).clamp_min(1)
+        for metric, t in series.items():
+            means = (t.nan_to_num(0.0) * w).sum((0, 3)) / denom  # [layer head_index]
+            rows += [{"layer": l, "head": h, "metric": metric, "value": float(v), "condition": condition}
+                     for l, row in enumerate(means.tolist()) for h, v in enumerate(row)]
+        df = pd.DataFrame(rows).assign(model=self.model, task=task)
+        return make_frame(df if condition is not None else df.drop(columns="condition"))
+
+
+def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None = None, key_mass: bool = False,
+                    edits: Sequence[Edit] = (), backend: str = "auto", return_z: bool = False,
+                    padding_side: str = "right", allow_overlap: bool = False, tokenizer=None) -> AttnStats:
+    """Run ``model`` (a ``TransformerBridge`` or a plain transformers model) once and return every head's
+    attention statistics, with ``edits`` applied inside the attention computation.
+
+    ``segments`` maps names to key spans (see :mod:`interp.attnstats.segments`); default ``{"first": "first"}``.
+    """
+    if backend not in STAT_BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(STAT_BACKENDS)}")
+    host = _host(model, tokenizer)
+    batch = to_batch(host, inputs, padding_side=padding_side)
+    names, seg = build_segments(segments, batch.attention_mask, allow_overlap=allow_overlap)
+    hf = hf_model_of(model)
+    n_layers, n_heads = _dims(hf)
+    layer_edits = compile_edits(edits, n_layers, n_heads, names)
+    if backend == "eager":
+        from interp.attnstats.eager import eager_stats
+
+        return eager_stats(model, batch, names, seg, key_mass=key_mass, edits=layer_edits, return_z=return_z)
+    rec = Recorder(seg, key_valid=batch.attention_mask.bool(), key_mass=key_mass, edits=layer_edits, backend=backend, keep_z=return_z)
+    with torch.no_grad(), activate(model, rec) as hf_run:
+        out = hf_run(input_ids=batch.tokens, attention_mask=batch.attention_mask, position_ids=position_ids(batch), use_cache=False)
+    if sorted(rec.calls) != list(range(n_layers)):
+        from interp.errors import UnsupportedModelError
+
+        raise UnsupportedModelError(f"only layers {sorted(rec.calls)} of {n_layers} ran through the fused path; use attention_stats(..., backend='eager')")
+    return _assemble(model, batch, rec.calls, names, getattr(out, "logits", None), backend, hf)
+
+
+def position_ids(batch: Batch) -> torch.Tensor:
+    """Positions count real tokens only, so a left-padded row sees the same positions as an unpadded one."""
+    return (batch.attention_mask.long().cumsum(1) - 1).clamp_min(0)
+
+
+def _assemble(model, batch: Batch, calls: Mapping[int, Sequence[KernelStats]], names, logits, backend, hf) -> AttnStats:
+    from interp.models import model_name
+
+    per_layer = [calls[l][-1] for l in sorted(calls)]
+
+    def stack(attr, dim=1):
+        vals = [getattr(s, attr) for s in per_layer]
+        return None if vals[0] is None else torch.stack(vals, dim).cpu()
+
+    z = stack("out", 1)
+    return AttnStats(
+        model=model_name(model), tokens=batch.tokens.cpu(), attention_mask=batch.attention_mask.cpu(),
+        lse=stack("lse"), entropy=stack("entropy"), max_weight=stack("max_weight"), argmax=stack("argmax"),
+        segment_names=tuple(names), segment_mass=stack("segment_mass"), key_mass=stack("key_mass"),
+        z=None if z is None else z.transpose(2, 3),  # [batch layer head q d] -> [batch layer query_pos head_index d_head]
+        logits=None if logits is None else logits.detach().cpu(), backend=backend,
+        meta={"causal": bool(getattr(hf.config, "is_decoder", True)) and hf.config.model_type != "bert"},
+    )
+
+
+def _dims(hf) -> tuple[int, int]:
+    cfg = getattr(hf.config, "text_config", None) or hf.config
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+
+
+class _HfHost:
+    """Lets ``to_batch`` tokenize for a plain transformers model."""
+
+    def __init__(self, hf, tokenizer):
+        from types import SimpleNamespace
+
+        self._hf, self.tokenizer = hf, tokenizer
+        self.cfg = SimpleNamespace(d_vocab=hf.config.vocab_size, default_prepend_bos=False)
+
+    def parameters(self):
+        return self._hf.parameters()
+
+
+def _host(model, tokenizer):
+    if hasattr(model, "original_model") and hasattr(model, "cfg"):
+        return model
+    if tokenizer is None:
+        tokenizer = _NoTokenizer()
+    return _HfHost(model, tokenizer)
+
+
+class _NoTokenizer:
+    def __call__(self, *a, **k):
+        raise InputError("a plain transformers model needs tokenizer=... to take text; or pass token ids")
+
+
+__all__ = ["attention_stats", "AttnStats", "HeadEdit", "STAT_BACKENDS"]

@@ -1,0 +1,136 @@
+"""Running a model with the attention computation itself replaced by the fused statistics kernel.
+
+We register ``interp_stats`` in transformers' attention-function registry and, for the duration of a call,
+(1) point the HF model at it and (2) swap TransformerLens bridge components back to their HF originals,
+because the bridge re-implements rotary attention eagerly (materializing ``[batch head query key]``).
+No ``n×n`` tensor is created; each layer's ``KernelStats`` is handed to a ``Recorder``.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from interp.attnstats.kernels import HeadEdit, KernelStats, attn_stats_kernel
+from interp.errors import UnsupportedModelError
+
+IMPL_NAME = "interp_stats"
+_ACTIVE: contextvars.ContextVar["Recorder | None"] = contextvars.ContextVar("interp_stats_recorder", default=None)
+
+
+@dataclass
+class Recorder:
+    """Parameters for, and results of, every fused attention call made while it is active."""
+
+    segments: torch.Tensor | None  # [batch n_segments pos] float 0/1, in padded-batch coordinates
+    key_valid: torch.Tensor | None = None  # [batch pos] bool; transformers drops the 2D mask for custom kernels
+    key_mass: bool = False
+    edits: dict[int, HeadEdit] = field(default_factory=dict)
+    backend: str = "auto"
+    keep_z: bool = False
+    keep: bool = True  # False: run the edits only (decoding loops that read stats via `last`)
+    calls: dict[int, list[KernelStats]] = field(default_factory=dict)
+    last: dict[int, KernelStats] = field(default_factory=dict)
+
+    def segments_for(self, k_len: int, device) -> torch.Tensor | None:
+        """Segments cover the prompt; keys beyond it (generated tokens) belong to no segment."""
+        if self.segments is None:
+            return None
+        s = self.segments.to(device)
+        if s.shape[-1] >= k_len:
+            return s[..., :k_len]
+        return torch.nn.functional.pad(s, (0, k_len - s.shape[-1]))
+
+    def key_valid_for(self, k_len: int, device) -> torch.Tensor | None:
+        """Keys beyond the prompt (generated tokens) are real."""
+        if self.key_valid is None:
+            return None
+        kv = self.key_valid.to(device).bool()
+        if kv.shape[-1] >= k_len:
+            return kv[..., :k_len]
+        return torch.nn.functional.pad(kv, (0, k_len - kv.shape[-1]), value=True)
+
+    def store(self, layer: int, st: KernelStats) -> None:
+        if not self.keep_z:
+            st = KernelStats(None, st.lse, st.entropy, st.max_weight, st.argmax, st.segment_mass, st.key_mass)
+        self.last[layer] = st
+        if self.keep:
+            self.calls.setdefault(layer, []).append(st)
+
+
+def _interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    rec = _ACTIVE.get()
+    if rec is None:
+        raise RuntimeError("interp_stats attention called outside interp.attnstats.fused.activate(); use attention_stats()")
+    if kwargs.get("sliding_window") is not None:
+        raise UnsupportedModelError("sliding-window attention is not supported by the fused path; use attention_stats(..., backend='eager')")
+    layer = getattr(module, "layer_idx", None)
+    if layer is None:
+        raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; use attention_stats(..., backend='eager')")
+    key_valid = rec.key_valid_for(key.shape[2], query.device)
+    if attention_mask is not None and attention_mask.ndim == 2:
+        key_valid = attention_mask.to(device=query.device).bool()
+    softcap = kwargs.get("softcap", getattr(module, "attn_logit_softcapping", None))
+    st = attn_stats_kernel(
+        query, key, value, scale=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
+        causal=bool(getattr(module, "is_causal", True)), key_valid=key_valid,
+        segments=rec.segments_for(key.shape[2], query.device), key_mass=rec.key_mass, softcap=softcap,
+        edit=rec.edits.get(layer), backend=rec.backend,
+    )
+    rec.store(layer, st)
+    return st.out.transpose(1, 2).contiguous(), None  # [batch query_pos head_index d_head]
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(IMPL_NAME, _interp_attention)
+
+
+def hf_model_of(model) -> torch.nn.Module:
+    return getattr(model, "original_model", model)
+
+
+def _unwrap_bridge(module: torch.nn.Module, swaps: list) -> None:
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    for name, child in list(module._modules.items()):
+        if child is None:
+            continue
+        if isinstance(child, GeneralizedComponent) and child.original_component is not None:
+            swaps.append((module, name, child))
+            module._modules[name] = child = child.original_component
+        _unwrap_bridge(child, swaps)
+
+
+def check_supported(hf) -> None:
+    if not getattr(hf, "_supports_attention_backend", False):
+        raise UnsupportedModelError(
+            f"{type(hf).__name__} does not dispatch through transformers' attention interface, so the fused path cannot replace its attention; use attention_stats(..., backend='eager')"
+        )
+
+
+@contextlib.contextmanager
+def activate(model, recorder: Recorder) -> Iterator[torch.nn.Module]:
+    """Yield the plain HF model, wired to the fused kernel, for as long as the block runs."""
+    hf = hf_model_of(model)
+    check_supported(hf)
+    _register()
+    configs = {id(c): c for c in [hf.config, *(getattr(hf.config, a, None) for a in ("text_config",))] if c is not None}
+    old = {k: c._attn_implementation for k, c in configs.items()}
+    swaps: list = []
+    token = _ACTIVE.set(recorder)
+    try:
+        _unwrap_bridge(hf, swaps)
+        for c in configs.values():
+            c._attn_implementation = IMPL_NAME
+        yield hf
+    finally:
+        _ACTIVE.reset(token)
+        for k, c in configs.items():
+            c._attn_implementation = old[k]
+        for parent, name, child in reversed(swaps):
+            parent._modules[name] = child
