@@ -1,0 +1,148 @@
+"""Model-level fused attention statistics: equality with eager patterns, edits, segments, bad input."""
+import pytest
+import torch
+
+import interp
+from interp.attnstats import attention_stats
+from interp.attnstats.eager import stats_from_pattern
+from interp.attnstats.fused import _unwrap_bridge
+from interp.edits import MixIdentity, MixUniform, ScaleHeadOutput, ScaleSegment
+from interp.errors import InputError, UnknownNameError, UnsupportedModelError
+from interp.types import HeadId
+
+TEXTS = ["the quick brown fox jumps over the lazy dog", "hello", "a b c d e"]
+
+
+def hf_eager_patterns(model, st):
+    """Patterns from the plain HF model with output_attentions=True (eager), the oracle the issue names."""
+    hf = model.original_model
+    swaps = []
+    _unwrap_bridge(hf, swaps)
+    old = hf.config._attn_implementation
+    try:
+        hf.config._attn_implementation = "eager"
+        pos = (st.attention_mask.cumsum(1) - 1).clamp_min(0)
+        with torch.no_grad():
+            out = hf(input_ids=st.tokens, attention_mask=st.attention_mask, position_ids=pos, output_attentions=True)
+    finally:
+        hf.config._attn_implementation = old
+        for p, n, c in reversed(swaps):
+            p._modules[n] = c
+    return torch.stack(out.attentions, 1), out.logits  # [batch layer head q k]
+
+
+def assert_matches_eager(model, st, atol=1e-4):
+    pats, logits = hf_eager_patterns(model, st)
+    v = st.attention_mask.bool()
+    qv = v[:, None, None, :]
+    ref = stats_from_pattern(pats.flatten(1, 2), _seg(st), v)
+    L, H = pats.shape[1:3]
+    for k in ("entropy", "max_weight"):
+        r = ref[k].view(-1, L, H, ref[k].shape[-1])
+        assert ((getattr(st, k) - r).abs() * qv).max() <= atol, k
+    r = ref["segment_mass"].view(*st.segment_mass.shape)
+    assert ((st.segment_mass - r).abs() * qv[..., None]).max() <= 1e-5
+    r = ref["key_mass"].view(*st.key_mass.shape)
+    assert (st.key_mass - r).abs().max() <= 1e-4
+    assert ((st.logits - logits).abs() * v[..., None]).max() <= 1e-3
+
+
+def _seg(st):
+    from interp.attnstats.segments import build_segments
+
+    return build_segments({"first": "first"}, st.attention_mask)[1]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_fused_equals_eager_tiny(tiny, side):
+    st = attention_stats(tiny, TEXTS, key_mass=True, padding_side=side, backend="cpu")
+    assert st.entropy.shape == (3, 2, 6, st.tokens.shape[1])
+    assert_matches_eager(tiny, st)
+
+
+def test_fused_equals_eager_backend_on_bridge(tiny_llama):
+    a = attention_stats(tiny_llama, TEXTS, key_mass=True)
+    b = attention_stats(tiny_llama, TEXTS, key_mass=True, backend="eager")
+    v = a.attention_mask.bool()[:, None, None, :]
+    assert ((a.entropy - b.entropy).abs() * v).max() < 1e-4 and ((a.lse - b.lse).abs() * v).max() < 1e-4
+    assert torch.equal(a.argmax * v, b.argmax * v)
+
+
+@pytest.mark.smollm
+def test_smollm2_stats_equal_eager_patterns(smollm2):
+    st = attention_stats(smollm2, ["The capital of France is Paris.", "Mary and John went to the store; John gave it to"], key_mass=True)
+    assert_matches_eager(smollm2, st, atol=2e-4)
+
+
+def test_minilm_stats_equal_eager_patterns(minilm):
+    st = attention_stats(minilm, ["a sentence for the encoder", "short one"], key_mass=True)
+    assert not st.meta["causal"]
+    assert_matches_eager(minilm, st)
+
+
+def test_identity_edits_change_nothing(tiny_llama):
+    base = attention_stats(tiny_llama, TEXTS, segments={"first": "first"})
+    h = HeadId(1, 2)
+    ident = [ScaleHeadOutput(h, 1.0), ScaleSegment(h, "first", 1.0), ScaleSegment(h, "first", 1.0, mode="redistribute"),
+             MixUniform(h, 0.0), MixIdentity(h, 0.0)]
+    same = attention_stats(tiny_llama, TEXTS, segments={"first": "first"}, edits=ident)
+    assert torch.equal(base.logits, same.logits) and torch.equal(base.entropy, same.entropy)
+
+
+def test_edits_act_where_they_should(tiny_llama):
+    base = attention_stats(tiny_llama, TEXTS)
+    st = attention_stats(tiny_llama, TEXTS, edits=[MixUniform(HeadId(1, 3), 1.0)])
+    v = st.attention_mask.bool()
+    vis = st.visible_keys()
+    assert torch.allclose(st.entropy[:, 1, 3][v], vis.log()[v], atol=1e-5)  # uniform over visible keys
+    assert torch.equal(st.entropy[:, 0], base.entropy[:, 0])  # layer 0 untouched
+    assert not torch.allclose(st.logits, base.logits)
+    zero = attention_stats(tiny_llama, TEXTS, edits=[ScaleHeadOutput(HeadId(0, h), 0.0) for h in range(6)], return_z=True)
+    assert zero.z[:, 0].abs().max() == 0 and zero.z[:, 1].abs().max() > 0
+
+
+def test_partitioning_segments_sum_to_one(tiny_llama):
+    st0 = attention_stats(tiny_llama, TEXTS, padding_side="left")
+    rest = st0.attention_mask.bool().clone()
+    rest[torch.arange(3), rest.float().argmax(1)] = False
+    st = attention_stats(tiny_llama, TEXTS, padding_side="left", segments={"first": "first", "rest": rest})
+    v = st.attention_mask.bool()[:, None, None, :]
+    total = st.segment_mass.sum(-1)
+    assert ((total - 1).abs() * v).max() < 1e-5
+
+
+def test_plain_hf_model_with_tokens():
+    from interp.models.tiny import build_tiny
+
+    hf, tok = build_tiny("llama", seed=0)
+    bridge = interp.tiny_model("llama", seed=0)
+    toks = bridge.to_tokens("hello world")
+    a = attention_stats(hf, toks)
+    b = attention_stats(bridge, toks)
+    assert torch.allclose(a.entropy, b.entropy, atol=1e-6)
+    with pytest.raises(InputError, match="needs tokenizer"):
+        attention_stats(hf, "text")
+
+
+def test_to_frame_is_tidy(tiny_llama):
+    df = attention_stats(tiny_llama, TEXTS).to_frame()
+    assert set(df.metric) == {"entropy", "normalized_entropy", "max_weight", "mass:first"}
+    assert len(df) == 4 * 2 * 6 and df["value"].notna().all()
+
+
+def test_bad_inputs(tiny_llama, monkeypatch):
+    with pytest.raises(InputError, match="segments overlap"):
+        attention_stats(tiny_llama, TEXTS, segments={"first": "first", "span": (0, 2)})
+    with pytest.raises(InputError, match="out of range"):
+        attention_stats(tiny_llama, TEXTS, segments={"span": (3, 99)})
+    with pytest.raises(UnknownNameError, match="segments are"):
+        attention_stats(tiny_llama, TEXTS, edits=[ScaleSegment(HeadId(0, 0), "needle", 2.0)])
+    with pytest.raises(InputError, match="unknown backend"):
+        attention_stats(tiny_llama, TEXTS, backend="cuda-magic")
+    with pytest.raises(InputError, match=r"must lie in \[0, 1\]"):
+        attention_stats(tiny_llama, TEXTS, edits=[MixUniform(HeadId(0, 0), 1.5)])
+    with pytest.raises(InputError, match="outside the model"):
+        attention_stats(tiny_llama, TEXTS, edits=[MixUniform(HeadId(5, 0), 1.0)])
+    monkeypatch.setattr(type(tiny_llama.original_model), "_supports_attention_backend", False)
+    with pytest.raises(UnsupportedModelError, match="backend='eager'"):
+        attention_stats(tiny_llama, TEXTS)
