@@ -134,7 +134,8 @@ def _intro(model, df) -> str:
 
 
 def _run_meta(model, config, timings) -> dict:
-    import transformer_lens
+    from importlib.metadata import version
+
     import transformers
 
     import interp
@@ -142,5 +143,5 @@ def _run_meta(model, config, timings) -> dict:
     return {"model": model_name(model), "n_layers": model.cfg.n_layers, "n_heads": model.cfg.n_heads,
             "seed": config.seed, "config": asdict(config), "timings": timings,
             "versions": {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                         "transformer_lens": getattr(transformer_lens, "__version__", "4.x"), "python": platform.python_version()},
+                         "transformer_lens": version("transformer-lens"), "python": platform.python_version()},
             "device": str(next(model.parameters()).device)}
