@@ -6,7 +6,7 @@ layer σReparam'd. ``EntropyTracker`` logs per-head attention entropy; the scrip
 table and a summary, and writes ``entropy_collapse.parquet`` + ``entropy_collapse.html`` (entropy and loss
 curves) to ``--out``. CPU only, single thread, a few minutes at the defaults.
 
-    python benchmarks/entropy_collapse.py [--lr 0.01] [--steps 400] [--out runs/entropy_collapse]
+    python benchmarks/entropy_collapse.py [--lr 0.03] [--steps 400] [--out runs/entropy_collapse]
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def summarize(df: pd.DataFrame, window: int) -> pd.DataFrame:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, default=3e-2)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=64)

@@ -17,6 +17,13 @@ _EXPORTS = {
     "validate_frame": "interp.schema",
     "attention_stats": "interp.attnstats",
     "AttnStats": "interp.attnstats",
+    "analyze_sinks": "interp.analyze.sinks",
+    "massive_activations": "interp.analyze.sinks",
+    "analyze_entropy": "interp.analyze.entropy",
+    "SinkCalibrate": "interp.intervene.sinks",
+    "InitialTokenScale": "interp.intervene.sinks",
+    "SigmaReparam": "interp.train.sigma_reparam",
+    "EntropyTracker": "interp.train.tracker",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,7 +22,8 @@ from interp.models import model_name
 from interp.plot import head_heatmap, pattern_viewer, write_report
 from interp.tasks.texts import shipped_prose
 
-METRICS = ("previous_token", "duplicate_token", "induction", "entropy", "first_token_mass")
+METRICS = ("previous_token", "duplicate_token", "induction", "entropy", "normalized_entropy", "first_token_mass",
+           "sink_rate", "hidden_sink_count")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     steps.set_postfix_str("entropy + sink mass")
     tokens = _prose_tokens(model, config.text_tokens)
     att = attention_summary(model, tokens, task="atlas")
+    att = pd.concat([att, _sink_metrics(model, tokens)], ignore_index=True)
     timings["attention_s"] = time.perf_counter() - t0 - timings["detectors_s"]
     steps.update()
 
@@ -74,6 +76,17 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     timings["total_s"] = time.perf_counter() - t0
     paths["run"] = write_json(out / "run.json", _run_meta(model, config, timings))
     return paths
+
+
+def _sink_metrics(model, tokens) -> pd.DataFrame:
+    """Per-head ``sink_rate`` (fraction of prompts with α_1 > 0.3), ``alpha_first`` and ``hidden_sink_count``."""
+    from interp.analyze.sinks import sink_frame
+    from interp.attnstats import attention_stats
+
+    sk = sink_frame(attention_stats(model, tokens, key_mass=True), task="atlas", max_positions=1)
+    sk = sk[sk["metric"].isin(["sink_first", "alpha_first", "hidden_sink_count"])].copy()
+    sk["metric"] = sk["metric"].replace({"sink_first": "sink_rate"})
+    return sk.drop(columns=[c for c in ("position", "prompt_id", "token") if c in sk.columns]).assign(condition="prose")
 
 
 def _prose_tokens(model, n: int) -> torch.Tensor:
@@ -95,7 +108,9 @@ def top_heads(df: pd.DataFrame, metric: str, k: int, condition: str | None = Non
 def _sections(model, df, tokens, config):
     sections = []
     titles = {"previous_token": "Previous-token score", "duplicate_token": "Duplicate-token score",
-              "induction": "Induction score", "entropy": "Mean attention entropy (nats)", "first_token_mass": "First-token (sink) mass"}
+              "induction": "Induction score", "entropy": "Mean attention entropy (nats)", "first_token_mass": "First-token (sink) mass",
+              "normalized_entropy": "Normalized entropy (entropy / log visible keys)",
+              "sink_rate": "Sink rate (α_1 > 0.3; Gu et al.)", "hidden_sink_count": "Hidden sinks per prompt (ACT, α > 0.1, not the first token)"}
     for metric in METRICS:
         sub = df[df["metric"] == metric]
         if metric == "previous_token":

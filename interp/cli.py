@@ -1,9 +1,9 @@
-"""Command line: ``interp atlas``. Any ``InterpError`` becomes one line on stderr and exit code 2."""
+"""Command line: ``interp atlas | sinks | entropy``. Any ``InterpError`` becomes one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -33,6 +33,87 @@ def atlas(model: str = typer.Option("smollm2-135m", help="bundled name, local di
         raise InterpError("--seq-len and --text-tokens must be at least 2")
     m = load_model(model, device=device)
     paths = run_atlas(m, out, AtlasConfig(seed=seed, seq_len=seq_len, text_tokens=text_tokens), progress=not quiet)
+    for p in paths.values():
+        typer.echo(str(p))
+
+
+@app.command()
+def sinks(model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
+          out: Path = typer.Option(Path("runs/sinks"), help="output directory"),
+          prompts: int = typer.Option(8, help="number of pydoc-text prompts"),
+          tokens: int = typer.Option(64, help="tokens per prompt (BOS included)"),
+          text: Optional[Path] = typer.Option(None, help="analyze this UTF-8 text file (first --tokens tokens) instead"),
+          eps: float = typer.Option(0.3, help="sink threshold ε on α (0 < ε < 1)"),
+          tau: float = typer.Option(0.1, help="hidden-sink threshold τ on α (0 < τ < 1)"),
+          ratio: float = typer.Option(20.0, help="massive activation: norm above this × the layer median"),
+          device: Optional[str] = typer.Option(None)):
+    """Attention sinks: α_k, Sink_k rates, hidden sinks, massive activations → sinks.parquet, report.html."""
+    from interp.analyze.sinks import check_threshold
+    from interp.atlas import check_out_dir
+    from interp.models import load_model
+    from interp.sink_report import run_sinks
+
+    check_out_dir(out)
+    check_threshold("eps", eps)
+    check_threshold("tau", tau)
+    if prompts < 1 or tokens < 2:
+        raise InterpError("--prompts must be at least 1 and --tokens at least 2")
+    m = load_model(model, device=device)
+    for p in run_sinks(m, out, n_prompts=prompts, n_tokens=tokens, text_file=text, eps=eps, tau=tau, ratio=ratio).values():
+        typer.echo(str(p))
+
+
+@app.command()
+def entropy(model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
+            out: Path = typer.Option(Path("runs/entropy"), help="output directory"),
+            prompts: int = typer.Option(8, help="number of pydoc-text prompts"),
+            tokens: int = typer.Option(64, help="tokens per prompt (BOS included)"),
+            text: Optional[Path] = typer.Option(None, help="analyze this UTF-8 text file (first --tokens tokens) instead"),
+            collapse: float = typer.Option(0.1, help="flag heads with normalized entropy below this"),
+            overload: float = typer.Option(0.9, help="flag heads with normalized entropy above this"),
+            device: Optional[str] = typer.Option(None)):
+    """Per-head attention entropy, collapse and overload flags → entropy.parquet, report.html."""
+    from interp.atlas import check_out_dir
+    from interp.models import load_model
+    from interp.sink_report import run_entropy
+
+    check_out_dir(out)
+    if not 0 <= collapse < overload <= 1:
+        raise InterpError(f"need 0 <= --collapse < --overload <= 1, got {collapse} and {overload}")
+    if prompts < 1 or tokens < 2:
+        raise InterpError("--prompts must be at least 1 and --tokens at least 2")
+    m = load_model(model, device=device)
+    for p in run_entropy(m, out, n_prompts=prompts, n_tokens=tokens, text_file=text, collapse=collapse, overload=overload).values():
+        typer.echo(str(p))
+
+
+@app.command()
+def retrieval(model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
+              out: Path = typer.Option(Path("runs/retrieval"), help="output directory (resumes if interrupted)"),
+              lengths: List[int] = typer.Option([1000, 2000, 3000], help="context lengths in tokens"),
+              depths: List[float] = typer.Option([0, 50, 100], help="needle depths in percent"),
+              needles: Optional[Path] = typer.Option(None, help="JSONL of needle/question/answer (default: data/needles.jsonl)"),
+              n_needles: int = typer.Option(3, help="use the first N needles"),
+              mask_top: List[int] = typer.Option([], help="mask the top-K retrieval heads (repeatable)"),
+              mask_random: List[int] = typer.Option([], help="mask K random non-retrieval heads (repeatable)"),
+              draws: int = typer.Option(3, help="random draws per --mask-random K"),
+              seed: int = typer.Option(0), device: Optional[str] = typer.Option(None),
+              quiet: bool = typer.Option(False, help="no progress bar")):
+    """Retrieval heads (Wu et al.): NIAH detection + masking test → scores.parquet, niah.parquet, report.html."""
+    from interp.analyze.retrieval import NiahConfig
+    from interp.atlas import check_out_dir
+    from interp.models import load_model
+    from interp.retrieval_job import run_retrieval
+    from interp.tasks.niah import load_needles
+
+    check_out_dir(out)
+    config = NiahConfig(lengths=tuple(lengths), depths=tuple(depths))
+    load_needles(needles)  # fail on a bad needle file before the model loads
+    if n_needles < 1 or draws < 1:
+        raise InterpError("--n-needles and --draws must be at least 1")
+    m = load_model(model, device=device)
+    paths = run_retrieval(m, out, config, needles_path=needles, n_needles=n_needles, mask_top=tuple(mask_top),
+                          mask_random=tuple(mask_random), draws=draws, seed=seed, progress=not quiet)
     for p in paths.values():
         typer.echo(str(p))
 

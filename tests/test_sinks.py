@@ -145,3 +145,50 @@ def test_smollm_massive_activation_on_first_token(smollm2):
     assert first.loc[12:28].min() == 1.0  # the first token is massive through the middle layers
     kn = df[df.metric == "key_norm"].pivot_table(index="layer", columns="condition", values="value")
     assert (kn.loc[12:, "first"] < kn.loc[12:, "other"]).all()  # sinks via direction, not key norm
+
+
+def test_atlas_has_sink_and_entropy_metrics(tiny_llama, tmp_path):
+    import pandas as pd
+
+    from interp.atlas import AtlasConfig, run_atlas
+
+    paths = run_atlas(tiny_llama, tmp_path / "atlas", AtlasConfig(seq_len=8, text_tokens=32, view_tokens=16), progress=False)
+    df = validate_frame(pd.read_parquet(paths["heads"]))
+    assert {"sink_rate", "alpha_first", "hidden_sink_count", "normalized_entropy", "first_token_mass"} <= set(df.metric)
+    assert "Sink rate" in paths["report"].read_text()
+
+
+def _saved_tiny(tmp_path):
+    from interp.models.tiny import build_tiny
+
+    hf, tok = build_tiny("llama", seed=1)
+    hf.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    return str(tmp_path / "m")
+
+
+@pytest.mark.parametrize("verb,files", [("sinks", {"sinks.parquet", "report.html", "run.json"}),
+                                        ("entropy", {"entropy.parquet", "report.html", "run.json"})])
+def test_cli_sinks_and_entropy_write_reports(verb, files, tmp_path):
+    import pandas as pd
+
+    from interp.cli import main
+
+    main([verb, "--model", _saved_tiny(tmp_path), "--out", str(tmp_path / "out"), "--prompts", "2", "--tokens", "12"])
+    assert {p.name for p in (tmp_path / "out").iterdir()} == files
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<script src=" not in html and "plotly" in html.lower()
+    validate_frame(pd.read_parquet(tmp_path / "out" / next(f for f in files if f.endswith(".parquet"))))
+
+
+@pytest.mark.parametrize("args,msg", [(["sinks", "--eps", "1.5"], "strictly between 0 and 1"),
+                                      (["sinks", "--tau", "0"], "strictly between 0 and 1"),
+                                      (["entropy", "--collapse", "0.95"], "--collapse"),
+                                      (["sinks", "--tokens", "1"], "at least 2")])
+def test_cli_sinks_bad_input_exit_2(args, msg, tmp_path, capsys):
+    from interp.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1

@@ -217,6 +217,17 @@ def search_zerotuning(evaluator: MCEvaluator, *, profile_gamma: float = 2.0, gam
     return prof, chosen, float(best[1]), float(best[0])
 
 
+def _interleave(items: list[dict], limit: int | None) -> list[dict]:
+    """Round-robin over tasks, so that a limit keeps every task represented."""
+    by_task: dict[str, list[dict]] = {}
+    for it in items:
+        by_task.setdefault(it["task"], []).append(it)
+    out = [it for group in zip(*by_task.values()) for it in group]
+    used = {it["id"] for it in out}
+    out += [it for it in items if it["id"] not in used]
+    return out[:limit]
+
+
 def _progress(xs, on: bool, desc: str):
     if not on:
         return xs
@@ -234,8 +245,8 @@ def evaluate_sink_interventions(model, *, tasks=None, beta: float = 0.4, tau: fl
     from interp.models import model_name
     from interp.tasks.mc import load_mc
 
-    calib = load_mc(tasks, "calib")[:calib_limit]
-    test = load_mc(tasks, "test")[:test_limit]
+    calib = _interleave(load_mc(tasks, "calib"), calib_limit)
+    test = _interleave(load_mc(tasks, "test"), test_limit)
     ev_c = MCEvaluator(model, calib, batch_size=batch_size)
     act_rows = search_act_heads(ev_c, beta=beta, tau=tau, max_candidates=max_candidates, progress=progress)
     act_heads = tuple(HeadId(int(r.layer), int(r.head)) for r in act_rows.itertuples() if r.gain > 0)
