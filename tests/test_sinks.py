@@ -192,3 +192,16 @@ def test_cli_sinks_bad_input_exit_2(args, msg, tmp_path, capsys):
         main(args + ["--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1
+
+
+def test_act_quirk_drops_first_element_of_sink_set():
+    T = 40
+    A = uniform_causal(T) * 0.1
+    A[2:, 2] += 0.6  # position 0 is not a sink here; keys 2 and 4 are
+    A[4:, 4] += 0.6
+    A = A / A.sum(-1, keepdim=True)
+    a = key_importance(_key_mass(A[None, None, None]), torch.ones(1, T))
+    assert float(a[0, 0, 0, 0]) < 0.1
+    default = hidden_sinks(a, torch.ones(1, T), tau=0.1, min_queries=2)[0, 0, 0].nonzero().flatten().tolist()
+    quirk = hidden_sinks(a, torch.ones(1, T), tau=0.1, min_queries=2, act_quirk=True)[0, 0, 0].nonzero().flatten().tolist()
+    assert default == [2, 4] and quirk == [4]

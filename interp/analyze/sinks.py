@@ -12,8 +12,9 @@ handled; the paper's ``Sink_1`` is position 0 here):
 - sink rate ``Sink_k^ε = mean over (prompts, layers, heads) of 1[α_k > ε]`` (ε = 0.3), reported as a
   fraction in ``[0, 1]`` (×100 for the paper's percent) per position, per layer and overall.
 - hidden sinks (ACT): keys other than the first whose α exceeds τ = 0.1. ACT's reference code drops the
-  first element of the sink set rather than position 0; we always exclude position 0 (the two agree
-  whenever the first token is itself a sink, as it is in every head that has hidden sinks in SmolLM2).
+  *first element* of the sink set rather than position 0; the two differ when the first token is not itself
+  a sink, which on SmolLM2 happens in layers 0–2, 10 and 11 (154 of 778 prompt-heads with hidden sinks on
+  4 × 64 pydoc tokens). We exclude position 0 by default; ``act_quirk=True`` reproduces the reference rule.
   The last keys of a prompt are seen by very few queries, so their α is noisy (the final key's α is the
   last query's self-attention); ``min_queries`` drops keys seen by fewer queries. It defaults to 1 (the
   ACT definition) in the functions, and the reports use 16.
@@ -108,15 +109,20 @@ def sink_rate(alpha_: torch.Tensor, attention_mask: torch.Tensor, *, eps: float 
 
 
 def hidden_sinks(alpha_: torch.Tensor, attention_mask: torch.Tensor, *, tau: float = DEFAULT_TAU, min_queries: int = 1,
-                 causal: bool = True) -> torch.Tensor:
+                 causal: bool = True, act_quirk: bool = False) -> torch.Tensor:
     """``[batch layer head_index key_pos]`` bool: keys other than each row's first real token with α > τ
-    that at least ``min_queries`` real queries see."""
+    that at least ``min_queries`` real queries see. ``act_quirk=True``: instead drop the first key of each
+    head's sink set, whatever its position (ACT's released code)."""
     tau = check_threshold("tau", tau)
     mask = attention_mask.bool().cpu()
     first = torch.zeros_like(mask)
     first[torch.arange(mask.shape[0]), mask.float().argmax(1)] = True
-    ok = mask & ~first & (queries_seeing(mask, causal=causal) >= max(1, int(min_queries)))
-    return (alpha_ > tau) & ok[:, None, None, :]
+    seen = mask & (queries_seeing(mask, causal=causal) >= max(1, int(min_queries)))
+    if act_quirk:
+        s = (alpha_ > tau) & seen[:, None, None, :]
+        lead = s & (s.long().cumsum(-1) == 1)  # the first element of each sink set
+        return s & ~lead
+    return (alpha_ > tau) & (seen & ~first)[:, None, None, :]
 
 
 def sink_token_mask(hidden: torch.Tensor, heads=None) -> torch.Tensor:
@@ -192,9 +198,7 @@ class SinkSummary:
     sink_rate_first: float  # Sink_1^ε over prompts, layers and heads
     sink_rate_first_by_layer: list[float]
     strongest: list[tuple[str, float]]  # heads by α_0, descending
-    hidden_sink_tokens: pd.DataFrame  # token, n (prompt positions), heads (total head hits), examples
-    eps: float
-    tau: float
+    hidden_sink_tokens: pd.DataFrame  # token, n (prompt positions), heads (total head hits)
 
 
 def summarize(df: pd.DataFrame, *, k: int = 10) -> SinkSummary:
@@ -206,7 +210,7 @@ def summarize(df: pd.DataFrame, *, k: int = 10) -> SinkSummary:
     tokens = (hs.groupby("token").agg(n=("value", "size"), heads=("value", "sum")).sort_values("heads", ascending=False)
               .reset_index()) if not hs.empty else pd.DataFrame(columns=["token", "n", "heads"])
     return SinkSummary(float(rate.iloc[0]) if len(rate) else float("nan"), [float(v) for v in by_layer],
-                       [(f"L{l}H{h}", float(v)) for (l, h), v in heads.items()], tokens, float("nan"), float("nan"))
+                       [(f"L{l}H{h}", float(v)) for (l, h), v in heads.items()], tokens)
 
 
 def massive_activations(model, inputs, *, ratio: float = DEFAULT_MASSIVE_RATIO, max_positions: int = 64,

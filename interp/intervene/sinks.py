@@ -13,8 +13,9 @@ attention.
   sinks, segments overlapping across heads) and an edit on that segment only (β = 1 on the others is the
   identity). Detection runs on a clean forward pass (``key_mass``) before the calibrated pass, not inside the
   calibrated pass as in ACT's code; with several heads calibrated, later layers therefore use sink sets
-  from the uncalibrated model. Sink sets exclude each row's first token (ACT drops the first element of the
-  sink set; see :mod:`interp.analyze.sinks`) and use ACT's α > τ with no minimum query count. ACT also forces
+  from the uncalibrated model. Sink sets exclude each row's first token (``act_quirk=True``: drop the first
+  element of the sink set instead, as ACT's code does; see :mod:`interp.analyze.sinks`) and use ACT's α > τ
+  with no minimum query count. ACT also forces
   row 0 to [1, 0, …]; with causal attention row 0 already is.
 
 Evaluation: an MC item's option score is the log-probability of the option's first token after the prompt
@@ -72,6 +73,7 @@ class SinkCalibrate:
     heads: tuple[HeadId, ...]
     beta: float = 0.4
     tau: float = DEFAULT_TAU
+    act_quirk: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "heads", _heads(self.heads))
@@ -88,7 +90,7 @@ class SinkCalibrate:
         if stats is None or stats.key_mass is None:
             raise InputError("SinkCalibrate needs clean statistics with key_mass=True to detect the hidden sinks")
         a = key_importance(stats.key_mass, stats.attention_mask, causal=stats.meta.get("causal", True))
-        hid = hidden_sinks(a, stats.attention_mask, tau=self.tau, min_queries=1)
+        hid = hidden_sinks(a, stats.attention_mask, tau=self.tau, min_queries=1, act_quirk=self.act_quirk)
         return {self.segment_name(h): hid[:, h.layer, h.head, :] for h in self.heads}
 
     def to_edits(self, segment: str | None = None) -> list[Edit]:
