@@ -205,3 +205,14 @@ def test_act_quirk_drops_first_element_of_sink_set():
     default = hidden_sinks(a, torch.ones(1, T), tau=0.1, min_queries=2)[0, 0, 0].nonzero().flatten().tolist()
     quirk = hidden_sinks(a, torch.ones(1, T), tau=0.1, min_queries=2, act_quirk=True)[0, 0, 0].nonzero().flatten().tolist()
     assert default == [2, 4] and quirk == [4]
+
+
+def test_cli_sinks_on_text_file(tmp_path):
+    from interp.cli import main
+
+    f = tmp_path / "t.txt"
+    f.write_text("Some text to analyze for sinks.\nAnd a second line.")
+    main(["sinks", "--model", _saved_tiny(tmp_path), "--out", str(tmp_path / "out"), "--text", str(f), "--tokens", "16"])
+    import json
+
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["n_tokens"] == 16
