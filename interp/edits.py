@@ -53,7 +53,18 @@ class MixIdentity:
     strength: float = 1.0
 
 
-Edit = ScaleHeadOutput | ScaleSegment | MixUniform | MixIdentity
+@dataclass(frozen=True)
+class RetrievalMask:
+    """Wu et al.'s masking: make each listed head's attention uniform over the visible keys (not zero
+    ablation; the head outputs the mean of the values). Expands to ``MixUniform(h, 1.0)`` per head."""
+
+    heads: tuple[HeadId, ...]
+
+    def expand(self) -> list["MixUniform"]:
+        return [MixUniform(h, 1.0) for h in self.heads]
+
+
+Edit = ScaleHeadOutput | ScaleSegment | MixUniform | MixIdentity | RetrievalMask
 _MODES = {"renormalize": "segment_scale", "redistribute": "segment_redistribute"}
 
 
@@ -62,6 +73,7 @@ def compile_edits(edits: Sequence[Edit], n_layers: int, n_heads: int, segment_na
     from interp.attnstats.kernels import HeadEdit
 
     params: dict[int, dict[str, torch.Tensor]] = {}
+    edits = [x for e in edits for x in (e.expand() if hasattr(e, "expand") else [e])]
     for e in edits:
         head = e.head if isinstance(e.head, HeadId) else HeadId.parse(str(e.head))
         if not (0 <= head.layer < n_layers and 0 <= head.head < n_heads):
@@ -92,4 +104,4 @@ def _vec(p: dict, name: str, n: int) -> torch.Tensor:
     return p.setdefault(name, torch.ones(n, dtype=torch.float64))
 
 
-__all__ = ["ScaleHeadOutput", "ScaleSegment", "MixUniform", "MixIdentity", "Edit", "compile_edits"]
+__all__ = ["ScaleHeadOutput", "ScaleSegment", "MixUniform", "MixIdentity", "RetrievalMask", "Edit", "compile_edits"]
