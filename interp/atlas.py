@@ -34,6 +34,18 @@ class AtlasConfig:
     text_tokens: int = 256  # tokens of shipped prose for entropy, sink mass and the prose previous-token score
     view_heads: int = 3  # top heads per detector shown in the pattern viewer
     view_tokens: int = 48
+    niah_lengths: tuple[int, ...] = (600,)  # built-in NIAH run for the retrieval score; () skips it
+    niah_depths: tuple[float, ...] = (25, 75)
+    niah_needles: int = 2
+
+
+def _retrieval(model, config: AtlasConfig) -> pd.DataFrame:
+    from interp.analyze.retrieval import NiahConfig, retrieval_scores, run_niah
+    from interp.tasks.niah import load_needles
+
+    cfg = NiahConfig(lengths=config.niah_lengths, depths=config.niah_depths, max_new_tokens=32)
+    samples = run_niah(model, load_needles()[: config.niah_needles], cfg)
+    return retrieval_scores(model, samples, task="atlas")
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -63,7 +75,12 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     timings["attention_s"] = time.perf_counter() - t0 - timings["detectors_s"]
     steps.update()
 
-    df = pd.concat([det, att], ignore_index=True)
+    parts = [det, att]
+    if config.niah_lengths:
+        steps.set_postfix_str("retrieval (NIAH)")
+        parts.append(_retrieval(model, config))
+        timings["retrieval_s"] = time.perf_counter() - t0 - timings["detectors_s"] - timings["attention_s"]
+    df = pd.concat(parts, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"heads": write_parquet(out / "heads.parquet", df)}
     steps.update()
@@ -110,9 +127,12 @@ def _sections(model, df, tokens, config):
     titles = {"previous_token": "Previous-token score", "duplicate_token": "Duplicate-token score",
               "induction": "Induction score", "entropy": "Mean attention entropy (nats)", "first_token_mass": "First-token (sink) mass",
               "normalized_entropy": "Normalized entropy (entropy / log visible keys)",
-              "sink_rate": "Sink rate (α_1 > 0.3; Gu et al.)", "hidden_sink_count": "Hidden sinks per prompt (ACT, α > 0.1, not the first token)"}
-    for metric in METRICS:
+              "sink_rate": "Sink rate (α_1 > 0.3; Gu et al.)", "hidden_sink_count": "Hidden sinks per prompt (ACT, α > 0.1, not the first token)",
+              "retrieval_score": "Retrieval score (Wu et al., built-in NIAH run)"}
+    for metric in (*METRICS, "retrieval_score"):
         sub = df[df["metric"] == metric]
+        if sub.empty:  # e.g. no NIAH sample was retrieved, or the run was skipped
+            continue
         if metric == "previous_token":
             sub = sub[sub["condition"] == "prose"]
         sections.append((titles[metric], head_heatmap(sub, metric, title=titles[metric])))
