@@ -81,16 +81,18 @@ class AttnStats:
 
 def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None = None, key_mass: bool = False,
                     edits: Sequence[Edit] = (), backend: str = "auto", return_z: bool = False,
-                    padding_side: str = "right", allow_overlap: bool = False, tokenizer=None) -> AttnStats:
+                    padding_side: str = "right", allow_overlap: bool = False, tokenizer=None,
+                    attention_mask: torch.Tensor | None = None) -> AttnStats:
     """Run ``model`` (a ``TransformerBridge`` or a plain transformers model) once and return every head's
     attention statistics, with ``edits`` applied inside the attention computation.
 
     ``segments`` maps names to key spans (see :mod:`interp.attnstats.segments`); default ``{"first": "first"}``.
+    ``attention_mask [batch pos]`` (1 = real token) goes with token-tensor inputs that carry padding.
     """
     if backend not in STAT_BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(STAT_BACKENDS)}")
     host = _host(model, tokenizer)
-    batch = to_batch(host, inputs, padding_side=padding_side)
+    batch = to_batch(host, inputs, padding_side=padding_side, attention_mask=attention_mask)
     names, seg = build_segments(segments, batch.attention_mask, allow_overlap=allow_overlap)
     hf = hf_model_of(model)
     n_layers, n_heads = _dims(hf)
