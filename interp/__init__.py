@@ -24,6 +24,12 @@ _EXPORTS = {
     "InitialTokenScale": "interp.intervene.sinks",
     "SigmaReparam": "interp.train.sigma_reparam",
     "EntropyTracker": "interp.train.tracker",
+    "ScaleHeadOutput": "interp.edits",
+    "ScaleSegment": "interp.edits",
+    "MixUniform": "interp.edits",
+    "MixIdentity": "interp.edits",
+    "RetrievalMask": "interp.edits",
+    "generate_with_stats": "interp.attnstats.decode",
 }
 
 __all__ = sorted(_EXPORTS)
