@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -111,7 +112,7 @@ def retrieval_scores(model, samples: pd.DataFrame, *, task: str = "retrieval") -
     kept = samples[samples["kept"]]
     if kept.empty:
         return make_frame([])
-    mean = torch.tensor(kept["scores"].tolist(), dtype=torch.float64).mean(0).view(L, H)
+    mean = torch.from_numpy(np.stack(kept["scores"].to_numpy()).astype(np.float64)).mean(0).view(L, H)
     return make_frame([{"model": model_name(model), "task": task, "layer": l, "head": h, "metric": "retrieval_score",
                         "value": float(mean[l, h]), "condition": "none"} for l in range(L) for h in range(H)])
 

@@ -6,6 +6,7 @@ only (``edit_prefill=False``), as in the masking experiment. No n×n tensor exis
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,18 +42,20 @@ def generate_with_stats(model, tokens: torch.Tensor, *, max_new_tokens: int = 50
     device = next(hf.parameters()).device
     tokens = tokens.to(device)
     cache = DynamicCache(config=hf.config)
+    # Only the last position's logits are read; the full [pos, d_vocab] prefill logits would dominate memory.
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(hf.forward).parameters else {}
     stops = set(int(s) for s in stop_ids)
     generated, args, maxw = [], [], []
     with torch.no_grad():
         if tokens.shape[1] > 1:
             pre = Recorder(None, edits=layer_edits if edit_prefill else {}, backend=backend, keep=False)
             with activate(model, pre) as run:
-                run(input_ids=tokens[:, :-1], past_key_values=cache, use_cache=True)
+                run(input_ids=tokens[:, :-1], past_key_values=cache, use_cache=True, **last_only)
         rec = Recorder(None, edits=layer_edits, backend=backend, keep=False)
         with activate(model, rec) as run:
             step_in = tokens[:, -1:]
             for _ in range(max_new_tokens):
-                out = run(input_ids=step_in, past_key_values=cache, use_cache=True)
+                out = run(input_ids=step_in, past_key_values=cache, use_cache=True, **last_only)
                 w = int(out.logits[0, -1].argmax())
                 args.append(torch.stack([rec.last[l].argmax[0, :, -1] for l in range(n_layers)]).cpu())
                 maxw.append(torch.stack([rec.last[l].max_weight[0, :, -1] for l in range(n_layers)]).cpu())
