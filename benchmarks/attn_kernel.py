@@ -60,6 +60,11 @@ def main() -> None:
         t_cpu = _median_time(lambda: attn_stats_kernel(
             q, k, v, scale=0.125, causal=True, segments=seg, key_mass=True, backend="cpu"))
         print(f"{n:>6} | {t_sdpa * 1e3:>9.1f} | {t_cpu * 1e3:>12.1f} | {t_cpu / t_sdpa:>8.2f}", flush=True)
+    cuda_table(sizes)
+
+
+def cuda_table(sizes) -> None:
+    """On a CUDA machine: the Triton stats kernel (output + all statistics) against SDPA, d_head 64."""
     if torch.cuda.is_available() and triton_available():
         sync = torch.cuda.synchronize
         print()

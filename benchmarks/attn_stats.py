@@ -113,6 +113,11 @@ def main() -> None:
     for n in args.n:
         r = {m: _run_mode(m, n, args.reps) for m in MODES}
         print(_row(n, r), flush=True)
+    if torch.cuda.is_available():
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from attn_kernel import cuda_table
+
+        cuda_table(args.n)
 
 
 def _fmt(r, key, w):
