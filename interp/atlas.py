@@ -76,7 +76,9 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     steps.update()
 
     parts = [det, att]
-    if config.niah_lengths:
+    from interp.models import is_causal
+
+    if config.niah_lengths and is_causal(model):  # retrieval heads are defined through generation
         steps.set_postfix_str("retrieval (NIAH)")
         parts.append(_retrieval(model, config))
         timings["retrieval_s"] = time.perf_counter() - t0 - timings["detectors_s"] - timings["attention_s"]

@@ -88,3 +88,18 @@ def test_smollm2_retrieval_heads_and_masking(smollm2, tmp_path):
                         top_k=(10,), random_k=(10,), draws=1, baseline=base[base.needle_id == 0])
     recall = grid.groupby("condition")["rouge1_recall"].mean()
     assert recall["none"] > 0.9 and recall["random10"] > 0.9 and recall["top10"] < 0.5
+
+
+def test_chunked_prefill_matches_one_shot_and_edits_apply(tiny_llama):
+    from interp.attnstats.decode import generate_with_stats
+    from interp.edits import RetrievalMask
+
+    toks = tiny_llama.to_tokens("the cat sat on the mat and looked at the hat " * 3)[0]
+    a = generate_with_stats(tiny_llama, toks, max_new_tokens=6, prefill_chunk=7)
+    b = generate_with_stats(tiny_llama, toks, max_new_tokens=6, prefill_chunk=10_000)
+    assert a.generated == b.generated and torch.equal(a.argmax, b.argmax)
+    assert a.argmax.shape == (6, 2, 6) and int(a.argmax.max()) < len(toks) + 6
+    masked = generate_with_stats(tiny_llama, toks, max_new_tokens=6, edits=[RetrievalMask((HeadId(1, 0),))])
+    assert (masked.max_weight[:, 1, 0] < a.max_weight[:, 1, 0] + 1e-6).all()  # uniform rows have the smallest max
+    with pytest.raises(InputError, match="one non-empty prompt"):
+        generate_with_stats(tiny_llama, toks.view(1, -1).repeat(2, 1))

@@ -117,7 +117,7 @@ def position_ids(batch: Batch) -> torch.Tensor:
 
 
 def _assemble(model, batch: Batch, calls: Mapping[int, Sequence[KernelStats]], names, logits, backend, hf) -> AttnStats:
-    from interp.models import model_name
+    from interp.models import is_causal, model_name
 
     per_layer = [calls[l][-1] for l in sorted(calls)]
 
@@ -132,7 +132,7 @@ def _assemble(model, batch: Batch, calls: Mapping[int, Sequence[KernelStats]], n
         segment_names=tuple(names), segment_mass=stack("segment_mass"), key_mass=stack("key_mass"),
         z=None if z is None else z.transpose(2, 3),  # [batch layer head q d] -> [batch layer query_pos head_index d_head]
         logits=None if logits is None else logits.detach().cpu(), backend=backend,
-        meta={"causal": bool(getattr(hf.config, "is_decoder", True)) and hf.config.model_type != "bert"},
+        meta={"causal": is_causal(hf)},
     )
 
 

@@ -27,7 +27,10 @@ class DecodeTrace:
 
 
 def generate_with_stats(model, tokens: torch.Tensor, *, max_new_tokens: int = 50, stop_ids: Sequence[int] = (),
-                        edits: Sequence[Edit] = (), edit_prefill: bool = False, backend: str = "auto") -> DecodeTrace:
+                        edits: Sequence[Edit] = (), edit_prefill: bool = False, backend: str = "auto",
+                        prefill_chunk: int = 512) -> DecodeTrace:
+    """Greedy decoding of one prompt. The prefill runs in chunks of ``prefill_chunk`` tokens through the KV
+    cache, so transient activations stay bounded and only the cache grows with the prompt."""
     from transformers import DynamicCache
 
     tokens = tokens.view(1, -1) if tokens.ndim == 1 else tokens
@@ -50,7 +53,9 @@ def generate_with_stats(model, tokens: torch.Tensor, *, max_new_tokens: int = 50
         if tokens.shape[1] > 1:
             pre = Recorder(None, edits=layer_edits if edit_prefill else {}, backend=backend, keep=False)
             with activate(model, pre) as run:
-                run(input_ids=tokens[:, :-1], past_key_values=cache, use_cache=True, **last_only)
+                for start in range(0, tokens.shape[1] - 1, max(1, prefill_chunk)):
+                    chunk = tokens[:, start: min(start + prefill_chunk, tokens.shape[1] - 1)]
+                    run(input_ids=chunk, past_key_values=cache, use_cache=True, **last_only)
         rec = Recorder(None, edits=layer_edits, backend=backend, keep=False)
         with activate(model, rec) as run:
             step_in = tokens[:, -1:]

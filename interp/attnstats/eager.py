@@ -33,7 +33,7 @@ def stats_from_pattern(a: torch.Tensor, segments: torch.Tensor | None, query_val
 
 def eager_stats(model, batch: Batch, names, seg, *, key_mass: bool, edits, return_z: bool):
     from interp.attnstats import AttnStats, position_ids  # noqa: F401  (AttnStats is the return type)
-    from interp.models import model_name
+    from interp.models import is_causal, model_name
 
     if edits:
         raise InputError("edits run inside the fused path only; use backend='auto', 'cpu', 'reference' or 'triton'")
@@ -67,4 +67,4 @@ def eager_stats(model, batch: Batch, names, seg, *, key_mass: bool, edits, retur
                      lse=stack("lse"), entropy=stack("entropy"), max_weight=stack("max_weight"), argmax=stack("argmax"),
                      segment_names=tuple(names), segment_mass=stack("segment_mass"), key_mass=stack("key_mass"),
                      z=stack("z"), logits=logits.detach().cpu(), backend="eager",
-                     meta={"causal": not getattr(model.cfg, "is_encoder", False) and "bert" not in model_name(model)})
+                     meta={"causal": is_causal(model)})

@@ -127,9 +127,19 @@ def _boot(hf_model, tok, display: str):
     return bridge
 
 
+def is_causal(model) -> bool:
+    """Whether the model's self-attention is causal, as its HF attention modules declare (``is_causal``)."""
+    hf = getattr(model, "original_model", model)
+    for module in hf.modules():
+        flag = getattr(module, "is_causal", None)
+        if isinstance(flag, bool) and hasattr(module, "layer_idx"):
+            return flag
+    return bool(getattr(hf.config, "is_decoder", True))
+
+
 def model_name(model) -> str:
     """The display name used in the tidy schema's ``model`` column."""
     return getattr(model, "interp_name", None) or getattr(getattr(model, "cfg", None), "model_name", None) or type(model).__name__
 
 
-__all__ = ["load_model", "tiny_model", "model_name", "DEFAULT_MODEL", "BUNDLED", "TINY_ARCHS"]
+__all__ = ["load_model", "tiny_model", "model_name", "is_causal", "DEFAULT_MODEL", "BUNDLED", "TINY_ARCHS"]
