@@ -118,6 +118,30 @@ def retrieval(model: str = typer.Option("smollm2-135m", help="bundled name, loca
         typer.echo(str(p))
 
 
+@app.command()
+def capture(prompt: List[str] = typer.Option(..., help="prompt text (repeat for a batch)"),
+            site: List[str] = typer.Option(["pattern"], help="site name (repeatable), e.g. pattern, z, resid_post"),
+            layer: List[int] = typer.Option([], help="layer (repeatable; default all)"),
+            head: List[int] = typer.Option([], help="query head (repeatable; default all)"),
+            model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
+            out: Path = typer.Option(Path("runs/capture"), help="output directory"),
+            device: Optional[str] = typer.Option(None)):
+    """Capture activations → capture.safetensors (keys "site/layer") and capture.json (tokens, spec)."""
+    from interp.atlas import check_out_dir
+    from interp.hooks import CaptureSpec
+    from interp.hooks import capture as run_capture
+    from interp.hooks.save import save_capture
+    from interp.inputs import check_prompts
+    from interp.models import load_model
+
+    check_out_dir(out)
+    check_prompts(prompt)
+    spec = CaptureSpec(sites=tuple(site), layers=tuple(layer) or None, heads=tuple(head) or None)
+    m = load_model(model, device=device)
+    for p in save_capture(run_capture(m, list(prompt), spec), m.tokenizer, out).values():
+        typer.echo(str(p))
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)

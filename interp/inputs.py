@@ -32,6 +32,18 @@ def to_batch(model, inputs: Inputs, *, padding_side: str = "right", attention_ma
         if mask.shape != tokens.shape:
             raise InputError(f"attention_mask shape {tuple(mask.shape)} differs from tokens {tuple(tokens.shape)}; pass one mask entry per token")
         return Batch(tokens, mask, padding_side)
+    texts = check_prompts(inputs)
+    tok = model.tokenizer
+    enc = tok(texts, return_tensors="pt", padding=True, padding_side=padding_side, add_special_tokens=True)
+    tokens, mask = enc["input_ids"], enc["attention_mask"]
+    if _wants_bos(model, tok) and not bool((tokens[mask.bool()][:1] == tok.bos_token_id).all()):
+        tokens, mask = _prepend_bos(tokens, mask, tok.bos_token_id, tok.pad_token_id, padding_side)
+    device = _device(model)
+    return Batch(tokens.to(device), mask.to(device), padding_side)
+
+
+def check_prompts(inputs: str | Sequence[str]) -> list[str]:
+    """The prompts as a list, or InputError for no prompts, a non-string, or an empty one."""
     texts = [inputs] if isinstance(inputs, str) else list(inputs)
     if not texts:
         raise InputError("no prompts given; pass a string, a list of strings or a token tensor")
@@ -40,13 +52,7 @@ def to_batch(model, inputs: Inputs, *, padding_side: str = "right", attention_ma
             raise InputError(f"prompt {i} is a {type(t).__name__}, not a string; pass text or a token tensor")
         if not t.strip():
             raise InputError(f"prompt {i} is empty; pass non-empty text")
-    tok = model.tokenizer
-    enc = tok(texts, return_tensors="pt", padding=True, padding_side=padding_side, add_special_tokens=True)
-    tokens, mask = enc["input_ids"], enc["attention_mask"]
-    if _wants_bos(model, tok) and not bool((tokens[mask.bool()][:1] == tok.bos_token_id).all()):
-        tokens, mask = _prepend_bos(tokens, mask, tok.bos_token_id, tok.pad_token_id, padding_side)
-    device = _device(model)
-    return Batch(tokens.to(device), mask.to(device), padding_side)
+    return texts
 
 
 def _wants_bos(model, tok) -> bool:

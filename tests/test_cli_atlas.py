@@ -63,3 +63,35 @@ def test_atlas_on_smollm2(smollm2, tmp_path):
     ret = df[df.metric == "retrieval_score"]
     assert len(ret) == 270 and ret["value"].max() > 0.3  # SmolLM2 retrieves at 400 tokens; L18H6 copies the needle
     assert "<script src=" not in paths["report"].read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from interp.models.tiny import build_tiny
+
+    d = tmp_path_factory.mktemp("tiny")
+    hf, tok = build_tiny("llama", seed=2)
+    hf.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_cli_capture_writes_tensors(tiny_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    main(["capture", "--model", str(tiny_dir), "--prompt", "hello there", "--prompt", "hi", "--site", "pattern",
+          "--site", "z", "--layer", "1", "--head", "0", "--out", str(tmp_path / "c")])
+    t = load_file(tmp_path / "c" / "capture.safetensors")
+    assert set(t) == {"pattern/1", "z/1"} and t["pattern/1"].shape[:2] == (2, 1)
+    assert json.loads((tmp_path / "c" / "capture.json").read_text())["str_tokens"][1][0] == "<bos>"
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--prompt", "  "], "prompt 0 is empty"),
+    (["--prompt", "hi", "--site", "resid_mdi"], "unknown site 'resid_mdi'; valid sites are"),
+    (["--prompt", "hi", "--layer", "9"], "layer 9 out of range"),
+    (["--prompt", "hi", "--site", "z", "--head", "6"], "head 6 out of range"),
+])
+def test_cli_capture_bad_input_exit_2(tiny_dir, tmp_path, capsys, extra, msg):
+    code, err = _run_cli(["capture", "--model", str(tiny_dir), "--out", str(tmp_path / "c"), *extra], capsys)
+    assert code == 2 and msg in err and len(err.splitlines()) == 1

@@ -6,6 +6,7 @@ HF id that is not cached.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,30 @@ def _auto_class(config):
 
 
 def _from_dir(path: Path, dtype: torch.dtype, **kw: Any):
-    import transformers
     from transformers import AutoConfig, AutoTokenizer
 
-    transformers.logging.set_verbosity_error()  # MiniLM's untrained MLM head warns on every load
-    config = AutoConfig.from_pretrained(path, **kw)
-    model = _auto_class(config).from_pretrained(path, config=config, dtype=dtype, **kw)
-    tok = AutoTokenizer.from_pretrained(path, **kw)
+    with _quiet_transformers():
+        config = AutoConfig.from_pretrained(path, **kw)
+        model = _auto_class(config).from_pretrained(path, config=config, dtype=dtype, **kw)
+        tok = AutoTokenizer.from_pretrained(path, **kw)
     return model.eval(), tok
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No per-load progress bars or warnings (MiniLM's untrained MLM head warns on every load); the
+    caller's transformers logging settings are restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _from_hub(name: str, dtype: torch.dtype):
