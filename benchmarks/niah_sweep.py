@@ -65,7 +65,7 @@ def main() -> None:
               f"{int(df['kept'].sum()):>4} | {100 * df['rouge1_recall'].mean():>6.1f}", flush=True)
     print(f"total decode wall time: {total:.0f} s for {sum(len(f) for f in frames)} samples")
 
-    from interp.analyze.retrieval import masking_grid, retrieval_scores, run_niah  # noqa: F401
+    from interp.analyze.retrieval import retrieval_scores
     from interp.models import load_model
 
     model = load_model("smollm2-135m", device="cpu")

@@ -13,14 +13,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.analyze.attention import attention_summary
+from interp.analyze.attention import summary_frame
 from interp.analyze.detectors import PATTERNS, detector_scores
 from interp.errors import InputError
 from interp.hooks import CaptureSpec, capture
 from interp.io import write_json, write_parquet
 from interp.models import model_name
 from interp.plot import head_heatmap, pattern_viewer, write_report
-from interp.tasks.texts import shipped_prose
+from interp.attnstats import attention_stats
+from interp.tasks.texts import repeated_random_tokens, shipped_prose, start_token_id, text_tokens
 
 METRICS = ("previous_token", "duplicate_token", "induction", "entropy", "normalized_entropy", "first_token_mass",
            "sink_rate", "hidden_sink_count")
@@ -69,9 +70,9 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     steps.update()
 
     steps.set_postfix_str("entropy + sink mass")
-    tokens = _prose_tokens(model, config.text_tokens)
-    att = attention_summary(model, tokens, task="atlas")
-    att = pd.concat([att, _sink_metrics(model, tokens)], ignore_index=True)
+    tokens = text_tokens(model.tokenizer, shipped_prose(), config.text_tokens)
+    st = attention_stats(model, tokens, key_mass=True)  # one fused pass serves entropy, sink mass and sinks
+    att = pd.concat([summary_frame(st, task="atlas"), _sink_metrics(st)], ignore_index=True)
     timings["attention_s"] = time.perf_counter() - t0 - timings["detectors_s"]
     steps.update()
 
@@ -97,23 +98,14 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     return paths
 
 
-def _sink_metrics(model, tokens) -> pd.DataFrame:
+def _sink_metrics(st) -> pd.DataFrame:
     """Per-head ``sink_rate`` (fraction of prompts with α_1 > 0.3), ``alpha_first`` and ``hidden_sink_count``."""
     from interp.analyze.sinks import sink_frame
-    from interp.attnstats import attention_stats
 
-    sk = sink_frame(attention_stats(model, tokens, key_mass=True), task="atlas", max_positions=1)
+    sk = sink_frame(st, task="atlas", max_positions=1)
     sk = sk[sk["metric"].isin(["sink_first", "alpha_first", "hidden_sink_count"])].copy()
     sk["metric"] = sk["metric"].replace({"sink_first": "sink_rate"})
     return sk.drop(columns=[c for c in ("position", "prompt_id", "token") if c in sk.columns]).assign(condition="prose")
-
-
-def _prose_tokens(model, n: int) -> torch.Tensor:
-    tokens = model.tokenizer(shipped_prose(), return_tensors="pt")["input_ids"][:, :n]
-    bos = model.tokenizer.bos_token_id
-    if bos is not None and int(tokens[0, 0]) != bos and model.tokenizer.cls_token_id is None:
-        tokens = torch.cat([torch.tensor([[bos]]), tokens], 1)[:, :n]
-    return tokens
 
 
 def top_heads(df: pd.DataFrame, metric: str, k: int, condition: str | None = None) -> list[tuple[int, int, float]]:
@@ -147,10 +139,8 @@ def _sections(model, df, tokens, config):
 
 
 def _viewer(model, heads, tokens, config):
-    from interp.tasks.texts import repeated_random_tokens
-
-    bos = model.tokenizer.bos_token_id
-    rand = repeated_random_tokens(model.cfg.d_vocab, config.view_tokens // 2, 1, seed=config.seed, bos=bos)
+    rand = repeated_random_tokens(model.cfg.d_vocab, config.view_tokens // 2, 1, seed=config.seed,
+                                  bos=start_token_id(model.tokenizer))
     prompts = {"prose": tokens[:, : config.view_tokens], "repeated": rand}
     layers = tuple(sorted({l for l, _ in heads}))
     pats, strs = {}, {}

@@ -18,6 +18,7 @@ from interp.attnstats import attention_stats
 from interp.io import write_json, write_parquet
 from interp.models import model_name
 from interp.plot import head_heatmap, write_report
+from interp.tasks.texts import text_tokens
 
 
 def _inputs(model, text_file: Path | None, n_prompts: int, n_tokens: int):
@@ -28,16 +29,10 @@ def _inputs(model, text_file: Path | None, n_prompts: int, n_tokens: int):
     path = Path(text_file)
     if not path.is_file():
         raise InputError(f"text file {str(path)!r} does not exist; pass a UTF-8 text file or omit --text")
-    import torch
-
-    tok = model.tokenizer
-    ids = tok(path.read_text(encoding="utf-8"), return_tensors="pt")["input_ids"]
-    bos = tok.bos_token_id if tok.cls_token_id is None else tok.cls_token_id
-    if ids.numel() == 0:
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
         raise InputError(f"text file {str(path)!r} has no tokens; pass a non-empty text")
-    if bos is not None and int(ids[0, 0]) != bos:
-        ids = torch.cat([torch.tensor([[bos]]), ids], 1)  # the sink analysis expects the BOS position
-    return ids[:, :n_tokens]
+    return text_tokens(model.tokenizer, text, n_tokens)  # the sink analysis expects the BOS position
 
 
 def run_sinks(model, out: str | Path, *, n_prompts: int = 8, n_tokens: int = 64, text_file: Path | None = None,

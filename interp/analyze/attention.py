@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from interp.attnstats import attention_stats
+from interp.attnstats import AttnStats, attention_stats
 from interp.inputs import Inputs
 
 
 def attention_summary(model, inputs: Inputs, *, task: str = "attention", condition: str = "prose",
                       backend: str = "auto") -> pd.DataFrame:
-    st = attention_stats(model, inputs, segments={"first": "first"}, backend=backend)
+    return summary_frame(attention_stats(model, inputs, segments={"first": "first"}, backend=backend), task, condition)
+
+
+def summary_frame(st: AttnStats, task: str = "attention", condition: str = "prose") -> pd.DataFrame:
+    """The summary metrics of an ``AttnStats`` whose segments include ``"first"``."""
     df = st.to_frame(task=task, condition=condition)
     df["metric"] = df["metric"].replace({"mass:first": "first_token_mass"})
     return df

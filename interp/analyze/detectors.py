@@ -15,7 +15,7 @@ from interp.errors import InputError, UnknownNameError
 from interp.hooks import CaptureSpec, capture
 from interp.models import model_name
 from interp.schema import make_frame
-from interp.tasks.texts import repeated_random_tokens, shipped_prose
+from interp.tasks.texts import repeated_random_tokens, shipped_prose, start_token_id, text_tokens
 
 
 def previous_token_pattern(tokens: torch.Tensor) -> torch.Tensor:
@@ -63,16 +63,12 @@ def detector_scores(model, *, seq_len: int = 40, batch: int = 4, seed: int = 0, 
     """All three detectors on repeated random tokens, plus previous-token on shipped prose. Tidy frame."""
     if seq_len < 2:
         raise InputError(f"seq_len must be at least 2, got {seq_len}")
-    tok = model.tokenizer
-    bos = tok.bos_token_id if tok.bos_token_id is not None and tok.cls_token_id is None else tok.cls_token_id
+    bos = start_token_id(model.tokenizer)
     rand = repeated_random_tokens(model.cfg.d_vocab, seq_len, batch, seed=seed, bos=bos)
     rows = _score_rows(model, rand, ["previous_token", "duplicate_token", "induction"], "repeated_random", seed)
-    prose = capture_tokens = model.tokenizer(text or shipped_prose(), return_tensors="pt")["input_ids"][:, :256]
-    if bos is not None and int(prose[0, 0]) != bos:
-        capture_tokens = torch.cat([torch.tensor([[bos]]), prose], 1)[:, :256]
-    rows += _score_rows(model, capture_tokens, ["previous_token"], "prose", seed)
-    df = make_frame([{**r, "model": model_name(model), "task": task} for r in rows])
-    return df
+    prose = text_tokens(model.tokenizer, text or shipped_prose(), 256)
+    rows += _score_rows(model, prose, ["previous_token"], "prose", seed)
+    return make_frame([{**r, "model": model_name(model), "task": task} for r in rows])
 
 
 def _score_rows(model, tokens: torch.Tensor, names: list[str], condition: str, seed: int) -> list[dict]:

@@ -283,8 +283,10 @@ def probe_tokens(model, *, n_prompts: int = 8, n_tokens: int = 64, offset_chars:
 
     if n_prompts < 1 or n_tokens < 2:
         raise InputError(f"need n_prompts >= 1 and n_tokens >= 2, got {n_prompts} and {n_tokens}")
+    from interp.tasks.texts import start_token_id
+
     tok = model.tokenizer
-    bos = tok.bos_token_id if tok.cls_token_id is None else tok.cls_token_id
+    bos = start_token_id(tok)
     body = n_tokens - (bos is not None)
     need = n_prompts * body
     text = pydoc_text(offset_chars + need * 8)[offset_chars:]

@@ -23,7 +23,7 @@ from interp.errors import InputError
 from interp.inputs import Batch, Inputs, to_batch
 from interp.schema import make_frame
 
-STAT_BACKENDS = (*BACKENDS, "eager") if "auto" in BACKENDS else ("auto", *BACKENDS, "eager")
+STAT_BACKENDS = (*BACKENDS, "eager")
 
 
 @dataclass

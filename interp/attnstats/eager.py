@@ -32,7 +32,7 @@ def stats_from_pattern(a: torch.Tensor, segments: torch.Tensor | None, query_val
 
 
 def eager_stats(model, batch: Batch, names, seg, *, key_mass: bool, edits, return_z: bool):
-    from interp.attnstats import AttnStats, position_ids  # noqa: F401  (AttnStats is the return type)
+    from interp.attnstats import AttnStats
     from interp.models import is_causal, model_name
 
     if edits:

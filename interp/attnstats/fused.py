@@ -37,21 +37,11 @@ class Recorder:
 
     def segments_for(self, k_len: int, device) -> torch.Tensor | None:
         """Segments cover the prompt; keys beyond it (generated tokens) belong to no segment."""
-        if self.segments is None:
-            return None
-        s = self.segments.to(device)
-        if s.shape[-1] >= k_len:
-            return s[..., :k_len]
-        return torch.nn.functional.pad(s, (0, k_len - s.shape[-1]))
+        return _fit_keys(self.segments, k_len, device, fill=0.0)
 
     def key_valid_for(self, k_len: int, device) -> torch.Tensor | None:
         """Keys beyond the prompt (generated tokens) are real."""
-        if self.key_valid is None:
-            return None
-        kv = self.key_valid.to(device).bool()
-        if kv.shape[-1] >= k_len:
-            return kv[..., :k_len]
-        return torch.nn.functional.pad(kv, (0, k_len - kv.shape[-1]), value=True)
+        return _fit_keys(self.key_valid, k_len, device, fill=True)
 
     def store(self, layer: int, st: KernelStats) -> None:
         if not self.keep_z:
@@ -59,6 +49,16 @@ class Recorder:
         self.last[layer] = st
         if self.keep:
             self.calls.setdefault(layer, []).append(st)
+
+
+def _fit_keys(t: torch.Tensor | None, k_len: int, device, fill) -> torch.Tensor | None:
+    """Cut or extend (with ``fill``) the last, key axis of a prompt-length tensor to ``k_len``."""
+    if t is None:
+        return None
+    t = t.to(device)
+    if t.shape[-1] >= k_len:
+        return t[..., :k_len]
+    return torch.nn.functional.pad(t, (0, k_len - t.shape[-1]), value=fill)
 
 
 def _interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):

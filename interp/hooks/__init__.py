@@ -66,8 +66,7 @@ class Capture:
         s = site(name)
         if not s.per_head:
             raise InputError(f"site {name!r} has no head axis; drop the head argument")
-        heads = self.heads if self.heads is not None else None
-        idx = heads.index(head) if heads is not None and not s.kv else head
+        idx = self.heads.index(head) if self.heads is not None and not s.kv else head
         axis = 1 if name in ("pattern", "attn_scores") else 2
         return t.select(axis, idx)
 

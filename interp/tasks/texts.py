@@ -24,6 +24,20 @@ def pydoc_text(n_chars: int | None = None) -> str:
     return text if n_chars is None else text[:n_chars]
 
 
+def start_token_id(tokenizer) -> int | None:
+    """The id a prompt starts with: ``[CLS]`` for BERT-style tokenizers, else BOS (None if it has neither)."""
+    return tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+
+
+def text_tokens(tokenizer, text: str, n: int) -> torch.Tensor:
+    """``[1, ≤n]`` token ids of ``text``, starting with the start token even if the tokenizer does not add it."""
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    start = start_token_id(tokenizer)
+    if start is not None and (ids.numel() == 0 or int(ids[0, 0]) != start):
+        ids = torch.cat([torch.tensor([[start]]), ids], 1)
+    return ids[:, :n]
+
+
 def repeated_random_tokens(vocab_size: int, seq_len: int, batch: int, *, seed: int = 0, bos: int | None = None,
                            low: int = 100) -> torch.Tensor:
     """``[batch, 1 + 2*seq_len]``: BOS then a random sequence repeated twice (the induction test input).
