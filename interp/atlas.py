@@ -21,7 +21,8 @@ from interp.io import write_json, write_parquet
 from interp.models import model_name
 from interp.plot import head_heatmap, pattern_viewer, write_report
 from interp.attnstats import attention_stats
-from interp.tasks.texts import repeated_random_tokens, shipped_prose, start_token_id, text_tokens
+from interp.inputs import start_token_id
+from interp.tasks.texts import repeated_random_tokens, shipped_prose, text_tokens
 
 METRICS = ("previous_token", "duplicate_token", "induction", "entropy", "normalized_entropy", "first_token_mass",
            "sink_rate", "hidden_sink_count")

@@ -36,8 +36,9 @@ def to_batch(model, inputs: Inputs, *, padding_side: str = "right", attention_ma
     tok = model.tokenizer
     enc = tok(texts, return_tensors="pt", padding=True, padding_side=padding_side, add_special_tokens=True)
     tokens, mask = enc["input_ids"], enc["attention_mask"]
-    if _wants_bos(model, tok) and not bool((tokens[mask.bool()][:1] == tok.bos_token_id).all()):
-        tokens, mask = _prepend_bos(tokens, mask, tok.bos_token_id, tok.pad_token_id, padding_side)
+    start = start_token_id(tok)
+    if _prepends_bos(model) and start is not None and not bool((tokens[mask.bool()][:1] == start).all()):
+        tokens, mask = _prepend_bos(tokens, mask, start, tok.pad_token_id, padding_side)
     device = _device(model)
     return Batch(tokens.to(device), mask.to(device), padding_side)
 
@@ -55,9 +56,13 @@ def check_prompts(inputs: str | Sequence[str]) -> list[str]:
     return texts
 
 
-def _wants_bos(model, tok) -> bool:
-    cfg = getattr(model, "cfg", None)
-    return bool(getattr(cfg, "default_prepend_bos", False)) and tok.bos_token_id is not None and not getattr(cfg, "is_encoder", False) and "bert" not in type(getattr(model, "original_model", model)).__name__.lower()
+def start_token_id(tokenizer) -> int | None:
+    """The id a prompt starts with: ``[CLS]`` for BERT-style tokenizers, else BOS (None if it has neither)."""
+    return tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+
+
+def _prepends_bos(model) -> bool:
+    return bool(getattr(getattr(model, "cfg", None), "default_prepend_bos", False))
 
 
 def _prepend_bos(tokens, mask, bos, pad, side):

@@ -15,7 +15,8 @@ from interp.errors import InputError, UnknownNameError
 from interp.hooks import CaptureSpec, capture
 from interp.models import model_name
 from interp.schema import make_frame
-from interp.tasks.texts import repeated_random_tokens, shipped_prose, start_token_id, text_tokens
+from interp.inputs import start_token_id
+from interp.tasks.texts import repeated_random_tokens, shipped_prose, text_tokens
 
 
 def previous_token_pattern(tokens: torch.Tensor) -> torch.Tensor:

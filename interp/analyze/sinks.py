@@ -283,7 +283,7 @@ def probe_tokens(model, *, n_prompts: int = 8, n_tokens: int = 64, offset_chars:
 
     if n_prompts < 1 or n_tokens < 2:
         raise InputError(f"need n_prompts >= 1 and n_tokens >= 2, got {n_prompts} and {n_tokens}")
-    from interp.tasks.texts import start_token_id
+    from interp.inputs import start_token_id
 
     tok = model.tokenizer
     bos = start_token_id(tok)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from interp.inputs import start_token_id
+
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
@@ -22,11 +24,6 @@ def pydoc_text(n_chars: int | None = None) -> str:
     text = "\n\n".join(topics[k] for k in sorted(topics))
     text = re.sub(r"[ \t]+", " ", text)
     return text if n_chars is None else text[:n_chars]
-
-
-def start_token_id(tokenizer) -> int | None:
-    """The id a prompt starts with: ``[CLS]`` for BERT-style tokenizers, else BOS (None if it has neither)."""
-    return tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
 
 
 def text_tokens(tokenizer, text: str, n: int) -> torch.Tensor:
