@@ -10,6 +10,7 @@ done, 2 bad input (one line on stderr), 130 interrupted (rerun to resume), 1 any
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -199,38 +200,62 @@ def expand_lists(argv: list[str]) -> list[str]:
     return out
 
 
+def _install(sig, handler):
+    """Set a signal handler where that is allowed (the main thread), returning the previous one."""
+    try:
+        return signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. called from a worker); keep the default behaviour
+        return None if handler is None else signal.getsignal(sig)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
 
 
+class Interrupted(BaseException):
+    """Raised by our SIGINT handler; click turns a KeyboardInterrupt into an Abort after printing an empty line."""
+
+
+def _on_sigint(signum, frame):
+    raise Interrupted()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ["--help"]
+    previous = (warnings.showwarning, _install(signal.SIGINT, _on_sigint))
     warnings.showwarning = _one_line_warning
     try:
+        code = _run(argv or ["--help"])
+    finally:
+        warnings.showwarning = previous[0]
+        if previous[1] is not None:
+            _install(signal.SIGINT, previous[1])
+    if code:
+        sys.exit(code)
+
+
+def _run(argv: list[str]) -> int:
+    """Run one command; return its exit code, printing one line for any failure."""
+    try:
         code = app(args=expand_lists(argv), standalone_mode=False)
-    except (KeyboardInterrupt, typer.Abort):
+    except (Interrupted, KeyboardInterrupt, typer.Abort):
         print(INTERRUPTED, file=sys.stderr)
-        sys.exit(130)
+        return 130
     except InterpError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except SystemExit:
-        raise
+        return e.exit_code
     except Exception as e:
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click usage errors: unknown option, bad value
             print(f"error: {e.format_message()}", file=sys.stderr)
-            sys.exit(2)
+            return 2
         if os.environ.get("INTERP_DEBUG") == "1":
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"error: unexpected {type(e).__name__}: {msg[:300]} (rerun with INTERP_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(1)
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -65,17 +65,6 @@ def test_atlas_on_smollm2(smollm2, tmp_path):
     assert "<script src=" not in paths["report"].read_text()
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from interp.models.tiny import build_tiny
-
-    d = tmp_path_factory.mktemp("tiny")
-    hf, tok = build_tiny("llama", seed=2)
-    hf.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
 def test_cli_capture_writes_tensors(tiny_dir, tmp_path):
     from safetensors.torch import load_file
 

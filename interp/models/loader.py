@@ -39,6 +39,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device 
     hf_model, tok = _load_hf(spec, dtype)
     hf_model = hf_model.to(device=device, dtype=dtype)
     if not bridge:
+        hf_model.set_attn_implementation("eager")  # so that output_attentions=True returns the patterns
         return _tag(hf_model, tok, spec.name, spec.source)
     return _boot(hf_model, tok, spec.name, spec.source)
 

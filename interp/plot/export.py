@@ -45,3 +45,14 @@ def render_report(title: str, sections: Sequence[Section], *, intro: str = "") -
 def write_report(path: str | Path, title: str, sections: Sequence[Section], *, intro: str = "") -> Path:
     """Write the report atomically and return its path."""
     return write_text(path, render_report(title, sections, intro=intro))
+
+
+def use_notebook_renderer() -> str:
+    """Show figures in notebooks with an HTML fallback: each output carries plotly's JSON (interactive in
+    JupyterLab and VS Code) *and* a self-contained ``text/html`` copy with plotly.js inlined, which classic
+    Jupyter, nbviewer and exported HTML display. (GitHub's static notebook preview runs no JavaScript; use the
+    job's ``report.html`` to share figures there.) Returns the renderer name."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+    return pio.renderers.default
