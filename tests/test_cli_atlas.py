@@ -20,7 +20,8 @@ def test_atlas_on_tiny_writes_three_files(tiny_llama, tmp_path):
     df = validate_frame(pd.read_parquet(paths["heads"]))
     assert {"previous_token", "induction", "duplicate_token", "entropy", "first_token_mass"} <= set(df["metric"])
     html = paths["report"].read_text()
-    assert "<script src=" not in html and "plotly" in html.lower()
+    assert "<script src=" not in html and html.count("* plotly.js v") == 1  # plotly.js embedded exactly once
+    assert html.count("class='grid'") == 1
     meta = json.loads(paths["run"].read_text())
     assert meta["seed"] == 0 and "torch" in meta["versions"]
 
