@@ -1,4 +1,4 @@
-"""Command line: ``interp atlas | sinks | entropy | retrieval | capture``.
+"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | sweep | plot``.
 
 Every verb follows one pattern: build the job's config (argument checks), resolve the model name to its config
 and check the job against it (context length, model kind, head counts), claim the output folder (created,
@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import typer
 
-from interp.errors import InterpError
+from interp.errors import InputError, InterpError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Mechanistic interpretability of attention heads.")
@@ -176,6 +176,35 @@ def capture(prompt: List[str] = typer.Option(..., help="prompt text (several aft
     from interp.jobs.capture import run_capture
 
     _echo_paths(run_capture(m, out, config))
+
+
+@app.command()
+def plot(results: Path = typer.Argument(..., help="a tidy results .parquet (any interp job's or sweep's)"),
+         out: Path = typer.Option(Path("report.html"), help="the HTML report to write"),
+         title: Optional[str] = typer.Option(None, help="report title (default: the results file name)"),
+         top: int = typer.Option(10, help="heads listed per facet in the top-heads tables")):
+    """Report of any tidy result: per metric a layer × head heatmap, a per-condition comparison and a top-heads
+    table, with facets for model, task, condition and seed → one self-contained HTML file."""
+    from interp.io import read_results
+
+    if top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    target = _report_path(out)
+    df = read_results(results)
+    from interp.plot.results import write_results_report
+
+    typer.echo(str(write_results_report(df, target, title=title or f"Results · {results.name}", source=str(results), top=top)))
+
+
+def _report_path(out: Path) -> Path:
+    """``out`` as a writable file path (its folder is created and probed), checked before any work."""
+    from interp.jobs.outdir import check_writable
+
+    out = out.expanduser()
+    if out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a directory; pass a file name such as {str(out / 'report.html')!r}")
+    check_writable(out.parent if str(out.parent) else Path("."))
+    return out
 
 
 def expand_lists(argv: list[str]) -> list[str]:
