@@ -21,12 +21,22 @@ HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 @dataclass(eq=False)
 class Stack:
     hf: torch.nn.Module
-    layers: torch.nn.ModuleList
-    norm: torch.nn.Module
-    unembed: torch.nn.Module
     n_heads: int
     n_kv: int
     d_head: int
+
+    # Looked up on each use: inside `plain` they are the HF modules, outside the bridge's wrappers.
+    @property
+    def layers(self) -> torch.nn.ModuleList:
+        return self.hf.model.layers
+
+    @property
+    def norm(self) -> torch.nn.Module:
+        return self.hf.model.norm
+
+    @property
+    def unembed(self) -> torch.nn.Module:
+        return self.hf.lm_head
 
     def attach(self, site: str, layer: int, fn: HookFn) -> list:
         """Register ``fn`` (site tensor in TL layout → new tensor or None) and return the handles."""
@@ -62,7 +72,7 @@ def find_stack(model) -> Stack | None:
         return None
     cfg = hf.config
     n_heads = cfg.num_attention_heads
-    return Stack(hf, layers, base.norm, hf.lm_head, n_heads, getattr(cfg, "num_key_value_heads", None) or n_heads,
+    return Stack(hf, n_heads, getattr(cfg, "num_key_value_heads", None) or n_heads,
                  getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
 
 
