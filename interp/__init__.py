@@ -9,6 +9,7 @@ from typing import Any
 
 _EXPORTS = {
     "load_model": "interp.models",
+    "from_hf": "interp.models",
     "tiny_model": "interp.models",
     "capture": "interp.hooks",
     "Capture": "interp.hooks",
@@ -55,7 +56,13 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 
+_SUBMODULES = {"analyze", "attnstats", "edits", "hooks", "intervene", "jobs", "models", "plot", "runtime", "schema",
+               "sweep", "tasks", "train", "types"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"interp.{name}")
     raise AttributeError(f"module 'interp' has no attribute {name!r}")

@@ -33,3 +33,15 @@ def tiny_llama():
     import interp
 
     return interp.tiny_model("llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny random Llama saved as a local model folder (config.json, weights, tokenizer)."""
+    from interp.models.tiny import build_tiny
+
+    d = tmp_path_factory.mktemp("tiny")
+    hf, tok = build_tiny("llama", seed=2)
+    hf.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from interp.atlas import AtlasConfig, run_atlas
+from interp.jobs import AtlasConfig, run_atlas
 from interp.cli import main
 from interp.schema import validate_frame
 
@@ -20,7 +20,8 @@ def test_atlas_on_tiny_writes_three_files(tiny_llama, tmp_path):
     df = validate_frame(pd.read_parquet(paths["heads"]))
     assert {"previous_token", "induction", "duplicate_token", "entropy", "first_token_mass"} <= set(df["metric"])
     html = paths["report"].read_text()
-    assert "<script src=" not in html and "plotly" in html.lower()
+    assert "<script src=" not in html and html.count("* plotly.js v") == 1  # plotly.js embedded exactly once
+    assert html.count("class='grid'") == 1
     meta = json.loads(paths["run"].read_text())
     assert meta["seed"] == 0 and "torch" in meta["versions"]
 
@@ -32,7 +33,7 @@ def test_cli_atlas_local_model_dir(tmp_path, capsys):
     hf.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     main(["atlas", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--seq-len", "6", "--text-tokens", "24", "--quiet"])
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"heads.parquet", "report.html", "run.json"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"heads.parquet", "report.html", "run.json", "manifest.json"}
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -63,17 +64,6 @@ def test_atlas_on_smollm2(smollm2, tmp_path):
     ret = df[df.metric == "retrieval_score"]
     assert len(ret) == 270 and ret["value"].max() > 0.3  # SmolLM2 retrieves at 400 tokens; L18H6 copies the needle
     assert "<script src=" not in paths["report"].read_text()
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from interp.models.tiny import build_tiny
-
-    d = tmp_path_factory.mktemp("tiny")
-    hf, tok = build_tiny("llama", seed=2)
-    hf.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 def test_cli_capture_writes_tensors(tiny_dir, tmp_path):
