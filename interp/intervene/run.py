@@ -66,14 +66,15 @@ class Plan:
                     start = 0
         return cls(model, engine, ops, fused, rows_per_group, len(groups), 0 if not ops else start)
 
-    def add_reads(self, spec, store: dict, layers, heads, positions) -> None:
-        """Capture the sites of ``spec`` (after the edits) into ``store[(site, layer)]``."""
+    def add_reads(self, spec, store: dict, layers, heads, rows) -> None:
+        """Capture the sites of ``spec`` (after the edits) into ``store[(site, layer)]``; ``rows [batch k]`` are
+        the padded-batch indices of the spec's positions (``interp.hooks.row_positions``)."""
         from interp.hooks import _make_hook
 
         for s in spec.sites:
             for l in layers:
                 src = "z" if s == "result" else s
-                h = _make_hook(self.model, store, s, l, heads, positions)
+                h = _make_hook(self.model, store, s, l, heads, rows)
                 self.ops.setdefault((src, l), []).append((None, C.Op(src, l, _reader(h), writes=False)))
 
     def hooks(self, mask: torch.Tensor, causal: bool) -> dict[tuple[str, int], callable]:
@@ -217,7 +218,7 @@ def active_edits(model) -> list:
 def run(model, inputs, edits=(), capture=None, *, attention_mask: torch.Tensor | None = None, padding_side: str = "right"):
     """Logits ``[batch pos d_vocab]`` of ``model`` on ``inputs`` with ``edits`` applied; with ``capture`` (a
     ``CaptureSpec``) also the ``Capture`` of those sites as edited: ``logits, cap = run(..., capture=spec)``."""
-    from interp.hooks import Capture, CaptureSpec, _resolve
+    from interp.hooks import Capture, CaptureSpec, _resolve, row_positions
     from interp.models import model_name
 
     batch = to_batch(model, inputs, padding_side=padding_side, attention_mask=attention_mask)
@@ -230,7 +231,8 @@ def run(model, inputs, edits=(), capture=None, *, attention_mask: torch.Tensor |
         if not isinstance(capture, CaptureSpec):
             raise InputError(f"capture must be a CaptureSpec, got {type(capture).__name__}")
         layers, heads, positions = _resolve(model, capture, batch)
-        plan.add_reads(capture, store, layers, heads, positions)
+        rows = None if positions is None else row_positions(positions, batch.attention_mask)
+        plan.add_reads(capture, store, layers, heads, rows)
     logits = execute(plan, batch.tokens, batch.attention_mask)
     if capture is None:
         return logits
