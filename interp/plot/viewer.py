@@ -10,7 +10,7 @@ JavaScript; no ipywidgets, no server.
 - **Long prompts** are downsampled by blocks: above ``max_tokens`` tokens, B consecutive tokens form a block
   and the viewer shows ``[blocks × blocks]`` patterns, each cell the attention mass from the query block to the key
   block averaged over the block's queries (so rows still sum to 1). The viewer says so above the plot
-  (``AttentionViewer.describe()``). A 4096-token prompt at the default 256 blocks costs about 0.1 MB per head.
+  (``AttentionViewer.describe()``). A 4096-token prompt at the default 256 blocks costs about 0.3 MB per head.
 
 Patterns come from a :class:`~interp.hooks.Capture` (:func:`viewer_from_capture`) or straight from the model
 (:func:`viewer_from_model`), which captures one layer at a time. :data:`ATTENTION_ROWS` is the hook where a

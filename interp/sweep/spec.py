@@ -31,12 +31,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from interp.errors import InputError, UnknownNameError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 TOP_KEYS = ("name", "seeds", "metrics", "models", "tasks", "interventions", "analyses")
 
