@@ -61,6 +61,7 @@ def test_cli_plot_writes_one_self_contained_report(tmp_path, capsys):
     assert len(re.findall(r"plotly\.js v\d", page)) == 1  # plotly.js embedded once
     assert not re.search(r"<script[^>]+src=", page)  # nothing loaded from outside the file
     assert "<h2>logit_diff</h2>" in page and "<h2>clean_logit_diff</h2>" in page
+    assert "<title>Results · results.parquet</title>" in page and "<h1>Results · results.parquet</h1>" in page
 
 
 @pytest.mark.parametrize("case, message", [

@@ -45,8 +45,8 @@ def render_report(title: str, sections: Sequence[Section], *, intro: str = "") -
         return out
 
     for heading, item in sections:
-        title = f"<h2>{html.escape(heading)}</h2>\n" if heading else ""
-        parts.append(f"<section>{title}{body(item)}\n</section>")
+        h2 = f"<h2>{html.escape(heading)}</h2>\n" if heading else ""
+        parts.append(f"<section>{h2}{body(item)}\n</section>")
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
