@@ -41,6 +41,13 @@ def test_heatmap_has_one_panel_per_facet_plus_the_mean_on_one_colour_range():
     np.testing.assert_allclose(np.asarray(fig.data[i].z, dtype=float), want)
 
 
+def test_heatmap_of_a_few_heads_keeps_a_finite_colour_range():
+    df = _frame()
+    few = df[(df.metric == "logit_diff") & (df["head"] == df["layer"])]  # one head per layer: the grid is mostly NaN
+    fig = metric_heatmap(few, "logit_diff")
+    assert np.isfinite(fig.data[0].zmin) and np.isfinite(fig.data[0].zmax) and fig.data[0].zmin < fig.data[0].zmax
+
+
 def test_comparison_and_table():
     df = _frame()
     lines = condition_comparison(df, "logit_diff")

@@ -53,8 +53,8 @@ def metric_heatmap(df: pd.DataFrame, metric: str, *, title: str | None = None) -
     facets = _facets(rows)
     panels = ([(ALL, rows)] if len(facets) > 1 else []) + facets
     grids = [(label, _head_grid(r)) for label, r in panels]
-    zmin = float(np.nanmin([g.values.min() for _, g in grids]))
-    zmax = float(np.nanmax([g.values.max() for _, g in grids]))
+    zmin = float(min(np.nanmin(g.values) for _, g in grids))  # grids of a few heads hold NaN where no head was run
+    zmax = float(max(np.nanmax(g.values) for _, g in grids))
     fig = go.Figure()
     for i, (label, grid) in enumerate(grids):
         text = [[f"L{l}H{h}" for h in grid.columns] for l in grid.index]
