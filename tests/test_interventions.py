@@ -10,6 +10,15 @@ from interp.hooks import CaptureSpec
 from interp.sweep.heads import _loop_reference, sweep_edits
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny matrices: a second thread only adds synchronisation, which is very slow on a loaded machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def llama3():
     return interp.tiny_model("llama", num_hidden_layers=3)
