@@ -1,4 +1,4 @@
-"""Command line: ``interp atlas | sinks | entropy | retrieval | capture``.
+"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer``.
 
 Every verb follows one pattern: build the job's config (argument checks), resolve the model name to its config
 and check the job against it (context length, model kind, head counts), claim the output folder (created,
@@ -176,6 +176,47 @@ def capture(prompt: List[str] = typer.Option(..., help="prompt text (several aft
     from interp.jobs.capture import run_capture
 
     _echo_paths(run_capture(m, out, config))
+
+
+@app.command()
+def patch(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+          task: str = typer.Option("ioi", help="task: ioi"),
+          method: str = typer.Option("exact", help="exact (activation patching), atp or atp* (attribution patching)"),
+          by: str = typer.Option("head", help="head (all positions) or head_pos"),
+          prompts: int = typer.Option(20, help="number of task prompts"), seed: int = typer.Option(0),
+          corruption: str = typer.Option("abc", help="abc (pABC) or flip (S2↔IO)"),
+          out: Path = typer.Option(Path("runs/patch"), help="output directory"),
+          device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
+          quiet: bool = typer.Option(False, help="no progress bar")):
+    """Per-head patching effects on a task → effects.parquet, report.html, run.json."""
+    from interp.jobs.patch_config import PatchConfig
+
+    config = PatchConfig(task=task, method=method, by=by, prompts=prompts, seed=seed, corruption=corruption)
+    _prepare("patch", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.patch import run_patch
+
+    _echo_paths(run_patch(m, out, config, progress=not quiet))
+
+
+@app.command()
+def steer(prompt: str = typer.Option(..., help="prompt to continue"),
+          heads: List[str] = typer.Option(..., help="heads to steer, e.g. --heads 9.6 12.3 (or L9H6)"),
+          alpha: float = typer.Option(5.0, help="steering strength (multiples of the direction's std)"),
+          max_new_tokens: int = typer.Option(20, help="tokens to generate"),
+          concept: str = typer.Option("sentiment", help="direction: sentiment (positive − negative, shipped data/mc items)"),
+          model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+          device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
+    """ITI-style head steering: print the unsteered and steered continuations side by side."""
+    from interp.jobs.patch_config import SteerConfig
+    from interp.models.spec import resolve_model
+
+    config = SteerConfig(prompt=prompt, heads=tuple(heads), alpha=alpha, max_new_tokens=max_new_tokens, concept=concept)
+    config.check(resolve_model(model))
+    m = _load(model, device, threads)
+    from interp.jobs.patch import steer_text
+
+    typer.echo(steer_text(m, config))
 
 
 def expand_lists(argv: list[str]) -> list[str]:

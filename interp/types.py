@@ -31,6 +31,36 @@ class HeadId:
         return cls(int(m.group(1)), int(m.group(2)))
 
 
+@dataclass(frozen=True, order=True)
+class KVGroup:
+    """A key/value group of a GQA layer: ``KVGroup(9, 2)`` prints as ``"L9G2"``. The sites ``k`` and ``v``
+    are indexed by it; query heads ``g·r … g·r + r − 1`` (``r = n_heads // n_kv_heads``) read it."""
+
+    layer: int
+    group: int
+
+    def __str__(self) -> str:
+        return f"L{self.layer}G{self.group}"
+
+    @classmethod
+    def parse(cls, text: str) -> "KVGroup":
+        m = re.fullmatch(r"\s*L(\d+)G(\d+)\s*", str(text), flags=re.IGNORECASE)
+        if not m:
+            raise InputError(f"cannot parse KV group {text!r}: write it as 'L9G2'")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+
+def kv_group_of(head: HeadId, n_heads: int, n_kv_heads: int) -> KVGroup:
+    """The KV group a query head reads."""
+    return KVGroup(head.layer, head.head // (n_heads // n_kv_heads))
+
+
+def query_heads_of(group: KVGroup, n_heads: int, n_kv_heads: int) -> tuple[HeadId, ...]:
+    """The query heads that read a KV group."""
+    r = n_heads // n_kv_heads
+    return tuple(HeadId(group.layer, group.group * r + i) for i in range(r))
+
+
 @dataclass(frozen=True)
 class Site:
     """A capturable activation. ``per_head`` sites carry a head axis; ``kv`` ones index KV heads."""
