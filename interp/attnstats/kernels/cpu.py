@@ -97,12 +97,15 @@ def attn_stats_cpu(
         lb = None  # segment_scale logit bias [B, KV, G, 1, K]
         if edit.segment_scale is not None:
             logg = edit.log_gamma().clamp_min(NEG).to(dev)
-            lb = torch.einsum("bsk,hs->bhk", segments.to(torch.float64), logg).to(cd).view(B, KV, G, 1, K)
+            lb = torch.einsum("bsk,bhs->bhk", segments.to(torch.float64), logg).to(cd).view(B, KV, G, 1, K)
         segT = segments.to(cd).transpose(1, 2).contiguous()[:, None] if general and segments is not None else None
         qv = query_valid(key_valid, Q, K)
         qvw = None
         if key_mass and qv is not None and not bool(qv.all()):
             qvw = qv.to(cd).view(B, 1, 1, Q).expand(B, KV, G, Q).reshape(BK * G, 1, Q)
+        rows_out = None
+        if prob.rows is not None:
+            rows_out = torch.zeros(B, len(prob.rows[0]), prob.rows[1].shape[1], K, dtype=torch.float32, device=dev)
         tri = torch.full((bq, bq), NEG, dtype=cd, device=dev).triu_(1) if causal else None
         kpos = torch.arange(K, device=dev)
         sbuf = torch.empty(BK * G * bq * K, dtype=cd, device=dev)
@@ -177,10 +180,12 @@ def attn_stats_cpu(
                 if qvw is not None:
                     w = w * qvw[..., i0:i1]
                 kmass[:, :kend] += torch.bmm(w, p.view(BK * G, nq, kend)).view(BK * G, kend)
+            if rows_out is not None:
+                _take_rows(rows_out, p.view(B, KV * G, nq, kend), rinv, prob, i0, nq)
 
         out = out.view(B, H, Q, D)
         if edit.out_scale is not None:
-            out = out * edit.out_scale.to(device=dev, dtype=cd).view(1, H, 1, 1)
+            out = out * edit.out_scale.to(device=dev, dtype=cd).view(B, H, 1, 1)
         f32 = torch.float32
         return KernelStats(
             out=out.to(q.dtype),
@@ -190,7 +195,22 @@ def attn_stats_cpu(
             argmax=amax.view(B, H, Q),
             segment_mass=None if segm is None else segm.view(B, H, Q, S).to(f32),
             key_mass=None if kmass is None else kmass.view(B, H, K).to(f32),
+            rows=rows_out,
         )
+
+
+def _take_rows(rows_out, p4, rinv, prob: Problem, i0: int, nq: int) -> None:
+    """Copy the requested rows of this query block (``p4 [B, H, nq, kend]``, scaled by ``rinv`` when it holds
+    unnormalised exponentials) into ``rows_out [B, NH, NQ, K]``."""
+    heads, queries = prob.rows
+    bsel, qsel = ((queries >= i0) & (queries < i0 + nq)).nonzero(as_tuple=True)
+    if len(bsel) == 0:
+        return
+    qloc = (queries[bsel, qsel] - i0)[:, None]
+    vals = p4[bsel[:, None], heads[None, :], qloc]  # [n, NH, kend]
+    if rinv is not None:
+        vals = vals * rinv.view(p4.shape[:3])[bsel[:, None], heads[None, :], qloc][..., None]
+    rows_out[bsel[:, None], torch.arange(len(heads), device=p4.device)[None, :], qsel[:, None], : p4.shape[-1]] = vals.float()
 
 
 def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev, cd) -> None:
@@ -200,21 +220,31 @@ def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev
     if edit.segment_redistribute is not None:
         beta = edit.segment_redistribute.to(device=dev, dtype=cd)
         for si in range(prob.n_segments):
-            b = beta[:, si]
+            b = beta[:, :, si]
             if bool((b == 1).all()):
                 continue
             sg = segT[:, :, :kend, si : si + 1]  # [B, 1, kend, 1]
             p4 = p5.view(B, KV, G * nq, kend)
             m = torch.matmul(p4, sg).view(B, KV, G, nq, 1)
             m_out = torch.matmul(p4, 1 - sg).view(B, KV, G, nq, 1)
-            bb = b.view(1, KV, G, 1, 1)
+            bb = b.view(B, KV, G, 1, 1)
             m_new = torch.minimum(bb * m, m + m_out)
             keep = m_out <= 0
             f_in = torch.where(keep | (m <= 0), torch.ones_like(m), m_new / m.clamp_min(1e-30))
             f_out = torch.where(keep, torch.ones_like(m), (m + m_out - m_new) / m_out.clamp_min(1e-30))
             p5.mul_(f_out + (f_in - f_out) * sg.view(B, 1, 1, 1, kend))
-    if edit.uniform_mix is None and edit.identity_mix is None:
-        return
+    if edit.uniform_mix is not None or edit.identity_mix is not None:
+        _mix(p5, prob, i0, nq, kend, key_valid, causal, kpos, dev, cd)
+    if edit.override is not None:
+        idx = edit.override.index[:, :, i0 : i0 + nq].to(dev).view(B, KV, G, nq)
+        hit = idx >= 0
+        if bool(hit.any()):
+            p5[hit] = edit.override.weights.to(device=dev, dtype=cd)[idx[hit], :kend]
+
+
+def _mix(p5, prob, i0, nq, kend, key_valid, causal, kpos, dev, cd) -> None:
+    B, KV, G = prob.batch, prob.n_kv, prob.group
+    edit, off = prob.edit, prob.offset
     qpos = torch.arange(off + i0, off + i0 + nq, device=dev)
     vis = torch.ones(B, 1, 1, nq, kend, dtype=torch.bool, device=dev)
     if causal:
@@ -222,12 +252,12 @@ def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev
     if key_valid is not None:
         vis = vis & key_valid[:, None, None, None, :kend]
     if edit.uniform_mix is not None:
-        u = edit.uniform_mix.to(device=dev, dtype=cd).view(1, KV, G, 1, 1)
+        u = edit.uniform_mix.to(device=dev, dtype=cd).view(B, KV, G, 1, 1)
         nvis = vis.sum(-1, keepdim=True)
         U = vis.to(cd) / nvis.clamp_min(1).to(cd)
         p5.copy_(torch.where(nvis > 0, (1 - u) * p5 + u * U, p5))
     if edit.identity_mix is not None:
-        u = edit.identity_mix.to(device=dev, dtype=cd).view(1, KV, G, 1)
+        u = edit.identity_mix.to(device=dev, dtype=cd).view(B, KV, G, 1)
         own = vis[..., torch.arange(nq, device=dev), qpos]  # [B, 1, 1, nq]
         fac = torch.where(own, 1 - u, torch.ones((), dtype=cd, device=dev))
         p5.mul_(fac.unsqueeze(-1))
