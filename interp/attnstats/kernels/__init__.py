@@ -74,7 +74,7 @@ def attn_stats_kernel(
         if reason is None:
             from .triton_kernel import attn_stats_triton, unsupported_reason
 
-            reason = unsupported_reason(q, prob)
+            reason = unsupported_reason(q, prob, segments)
             if reason is None:
                 return attn_stats_triton(q, k, v, prob, **kwargs)
         warnings.warn(f"triton attention-stats backend unavailable ({reason}); using the cpu backend", stacklevel=2)
