@@ -65,8 +65,11 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
     rec = _ACTIVE.get()
     if rec is None:
         raise RuntimeError("interp_stats attention called outside interp.attnstats.fused.activate(); use attention_stats()")
-    if kwargs.get("sliding_window") is not None:
-        raise UnsupportedModelError("sliding-window attention is not supported by the fused path; use attention_stats(..., backend='eager')")
+    window = kwargs.get("sliding_window")
+    if window is not None and key.shape[2] > int(window):  # a window no shorter than the keys masks nothing
+        raise UnsupportedModelError(
+            f"sliding-window attention (window {int(window)} < {key.shape[2]} keys) is not supported by the fused path; use attention_stats(..., backend='eager')"
+        )
     layer = getattr(module, "layer_idx", None)
     if layer is None:
         raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; use attention_stats(..., backend='eager')")
