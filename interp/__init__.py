@@ -17,6 +17,7 @@ _EXPORTS = {
     "validate_frame": "interp.schema",
     "attention_stats": "interp.attnstats",
     "AttnStats": "interp.attnstats",
+    "attention_rows": "interp.attnstats.rows",
     "analyze_sinks": "interp.analyze.sinks",
     "massive_activations": "interp.analyze.sinks",
     "analyze_entropy": "interp.analyze.entropy",
@@ -29,6 +30,7 @@ _EXPORTS = {
     "MixUniform": "interp.edits",
     "MixIdentity": "interp.edits",
     "RetrievalMask": "interp.edits",
+    "SetPattern": "interp.edits",
     "generate_with_stats": "interp.attnstats.decode",
 }
 

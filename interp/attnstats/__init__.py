@@ -172,4 +172,12 @@ class _NoTokenizer:
         raise InputError("a plain transformers model needs tokenizer=... to take text; or pass token ids")
 
 
-__all__ = ["attention_stats", "AttnStats", "HeadEdit", "STAT_BACKENDS"]
+def __getattr__(name: str):
+    if name == "attention_rows":  # lazily: rows.py imports this module
+        from interp.attnstats.rows import attention_rows
+
+        return attention_rows
+    raise AttributeError(f"module 'interp.attnstats' has no attribute {name!r}")
+
+
+__all__ = ["attention_stats", "attention_rows", "AttnStats", "HeadEdit", "STAT_BACKENDS"]

@@ -19,6 +19,7 @@ from typing import Optional
 
 import torch
 
+from .edits import ACT_EMPTY
 from ._common import KernelStats, Problem, compute_dtype, query_valid
 
 NEG = -1.0e30
@@ -229,10 +230,11 @@ def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev
             m_out = torch.matmul(p4, 1 - sg).view(B, KV, G, nq, 1)
             bb = b.view(B, KV, G, 1, 1)
             m_new = torch.minimum(bb * m, m + m_out)
-            keep = m_out <= 0
+            keep = m_out <= ACT_EMPTY
             f_in = torch.where(keep | (m <= 0), torch.ones_like(m), m_new / m.clamp_min(1e-30))
             f_out = torch.where(keep, torch.ones_like(m), (m + m_out - m_new) / m_out.clamp_min(1e-30))
-            p5.mul_(f_out + (f_in - f_out) * sg.view(B, 1, 1, 1, kend))
+            # where(), not f_out + (f_in - f_out)·sg: f_out can be ~1e8 when little mass is left outside
+            p5.mul_(torch.where(sg.view(B, 1, 1, 1, kend) > 0, f_in, f_out))
     if edit.uniform_mix is not None or edit.identity_mix is not None:
         _mix(p5, prob, i0, nq, kend, key_valid, causal, kpos, dev, cd)
     if edit.override is not None:

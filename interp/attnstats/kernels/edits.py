@@ -10,7 +10,8 @@ Order of application (the statistics describe the final row A'):
    (a logit bias of ``log γ`` on those keys; γ = 0 removes them; ZeroTuning).
 2. ``segment_redistribute[b, h, s] = β >= 0`` -- the mass ``m`` on segment ``s`` becomes ``β·m`` (each
    segment entry ×β) and the freed mass ``(1-β)m`` goes to the non-segment keys in proportion to their
-   attention (each entry ×(1-βm)/(1-m)). A row with ``m == 1`` (no non-segment mass) is unchanged. If
+   attention (each entry ×(1-βm)/(1-m)). A row with ``m == 1`` (non-segment mass below ``ACT_EMPTY`` = 1e-20,
+   where float32 and float64 would disagree on whether any is left) is unchanged. If
    ``β·m > 1`` the segment is capped at the whole row (non-segment entries become 0). Segments are
    processed in index order.
 3. ``uniform_mix[b, h] = u``: ``A' = (1-u)A + u·Uniform(visible keys)``.
@@ -44,6 +45,7 @@ _IDENTITY = {
 }
 _SEGMENT_PARAMS = ("segment_scale", "segment_redistribute")
 SUM_TOL = 1e-4  # SetPattern rows must sum to 1 within this before they are renormalised
+ACT_EMPTY = 1e-20  # non-segment mass at or below this counts as none (redistribute leaves the row unchanged)
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,4 +239,4 @@ def _check_visible(wk: torch.Tensor, index: torch.Tensor, rq: torch.Tensor, caus
             raise InputError(f"SetPattern weights for query {int(rq[r])} sum to {total:.6g}, not 1; normalise them")
 
 
-__all__ = ["HeadEdit", "RowOverride", "ResolvedEdit", "ResolvedOverride", "resolve_edit"]
+__all__ = ["ACT_EMPTY", "HeadEdit", "RowOverride", "ResolvedEdit", "ResolvedOverride", "resolve_edit"]

@@ -5,6 +5,7 @@ from typing import Optional
 
 import torch
 
+from .edits import ACT_EMPTY
 from ._common import KernelStats, Problem, query_valid
 
 
@@ -58,7 +59,7 @@ def attn_stats_reference(
             m_out = (A * (1 - sg)).sum(-1, keepdim=True)
             b = beta[:, :, si, None, None]
             m_new = torch.minimum(b * m, m + m_out)
-            keep = m_out <= 0  # m == 1 (or empty row): unchanged
+            keep = m_out <= ACT_EMPTY  # m == 1 (or empty row): unchanged
             f_in = torch.where(keep | (m <= 0), torch.ones_like(m), m_new / m.clamp_min(1e-300))
             f_out = torch.where(keep, torch.ones_like(m), (m + m_out - m_new) / m_out.clamp_min(1e-300))
             A = A * (sg * f_in + (1 - sg) * f_out)

@@ -55,6 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .edits import ACT_EMPTY
 from ._common import KernelStats, Problem
 
 NEG = -1.0e30
@@ -447,7 +448,7 @@ def _act_factors(cm: torch.Tensor, table: torch.Tensor, beta: torch.Tensor) -> t
         m = (mass * inseg[si]).sum(-1)
         m_out = (mass * (1 - inseg[si])).sum(-1)
         m_new = torch.minimum(b * m, m + m_out)
-        keep = m_out <= 0
+        keep = m_out <= ACT_EMPTY
         f_in = torch.where(keep | (m <= 0), torch.ones_like(m), m_new / m.clamp_min(1e-300))
         f_out = torch.where(keep, torch.ones_like(m), (m + m_out - m_new) / m_out.clamp_min(1e-300))
         fac = fac * torch.where(inseg[si] > 0, f_in[..., None], f_out[..., None])
