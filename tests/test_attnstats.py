@@ -202,3 +202,27 @@ def test_sliding_window_shorter_than_prompt_names_eager():
     attention_stats(hf, torch.arange(1, 9)[None])  # 8 tokens fit the window: nothing is masked
     with pytest.raises(UnsupportedModelError, match="backend='eager'"):
         attention_stats(hf, torch.arange(1, 10)[None])
+
+
+# Documented tolerance of bf16 models against fp32 eager: q/k/v and the residual stream are rounded to bf16
+# (8 mantissa bits), the statistics are still accumulated in fp32.
+BF16_TOL = {"entropy": 0.05, "max_weight": 0.02, "segment_mass": 0.02}
+
+
+def test_bf16_model_stats_close_to_fp32_eager():
+    import copy
+
+    from interp.models.tiny import build_tiny
+
+    hf, _ = build_tiny("llama", seed=0)
+    toks = torch.randint(3, 200, (2, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(toks)
+    mask[1, :7] = 0
+    st16 = attention_stats(copy.deepcopy(hf).to(torch.bfloat16), toks, attention_mask=mask, backend="cpu")
+    st32 = attention_stats(hf, toks, attention_mask=mask, backend="reference")
+    assert st16.entropy.dtype == torch.float32 and st16.logits.dtype == torch.bfloat16
+    v = mask.bool()[:, None, None, :]
+    for name, tol in BF16_TOL.items():
+        a, b = getattr(st16, name), getattr(st32, name)
+        w = v[..., None] if a.dim() == 5 else v
+        assert ((a - b).abs() * w).max() <= tol, name
