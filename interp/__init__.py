@@ -18,6 +18,7 @@ _EXPORTS = {
     "validate_frame": "interp.schema",
     "attention_stats": "interp.attnstats",
     "AttnStats": "interp.attnstats",
+    "attention_rows": "interp.attnstats.rows",
     "analyze_sinks": "interp.analyze.sinks",
     "massive_activations": "interp.analyze.sinks",
     "analyze_entropy": "interp.analyze.entropy",
