@@ -38,7 +38,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device 
 
 
 def tiny_model(arch: str = "llama", *, seed: int = 0, **overrides: Any):
-    """A seeded random-init bridge for tests: ``llama`` (GQA 6/2 heads), ``gpt2`` or ``bert``.
+    """A seeded random-init bridge for tests: ``llama`` (GQA 6/2 heads), ``gpt2``, ``bert`` or ``llava``.
 
     ``overrides`` go to the HF config (e.g. ``num_hidden_layers=3``)."""
     hf_model, tok = build_tiny(arch, seed, **overrides)
