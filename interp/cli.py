@@ -1,7 +1,17 @@
-"""Command line: ``interp atlas | sinks | entropy``. Any ``InterpError`` becomes one line on stderr and exit code 2."""
+"""Command line: ``interp atlas | sinks | entropy | retrieval | capture``.
+
+Every verb follows one pattern: build the job's config (argument checks), resolve the model name to its config
+and check the job against it (context length, model kind, head counts), claim the output folder (created,
+written, bound to the config by its manifest), and only then import torch and load the model. Exit codes: 0
+done, 2 bad input (one line on stderr), 130 interrupted (rerun to resume), 1 anything unexpected (one line;
+``INTERP_DEBUG=1`` shows the traceback). List options take several values after one flag (``--lengths 1000
+2000``) or the flag repeated.
+"""
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,36 +19,75 @@ import typer
 
 from interp.errors import InterpError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Mechanistic interpretability of attention heads.")
+
+MODEL_HELP = "bundled name (smollm2-135m, minilm-l6), local directory, or cached HF id"
+THREADS_HELP = "CPU threads: a number, or 'auto' (the cores not busy with other processes)"
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from interp import __version__
+
+        typer.echo(f"interp {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _group() -> None:
+def _group(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version")) -> None:
     """Mechanistic interpretability of attention heads."""
 
 
-@app.command()
-def atlas(model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
-          out: Path = typer.Option(Path("runs/atlas"), help="output directory"),
-          seed: int = typer.Option(0), seq_len: int = typer.Option(40, help="random sequence length for detectors"),
-          text_tokens: int = typer.Option(256, help="prose tokens for entropy and sink mass"),
-          device: Optional[str] = typer.Option(None), quiet: bool = typer.Option(False, help="no progress bar")):
-    """Per-head atlas: detectors, entropy, sink mass → heads.parquet, report.html, run.json."""
-    from interp.atlas import AtlasConfig, check_out_dir, run_atlas
+def _prepare(verb: str, model: str, out: Path, config):
+    """Everything that can fail before the model loads; returns the model's spec."""
+    from interp.jobs.config import resolved
+    from interp.jobs.outdir import check_writable, claim
+    from interp.models.spec import resolve_model
+
+    check_writable(out)
+    spec = resolve_model(model)
+    config.check(spec)
+    claim(out, verb, resolved(spec.name, spec.source, config))
+    return spec
+
+
+def _load(model: str, device: Optional[str], threads: str):
+    from interp.runtime import check_device, set_threads
+
+    set_threads(threads)
+    dev = check_device(device)
     from interp.models import load_model
 
-    check_out_dir(out)  # fail before the slow model load
-    if seq_len < 2 or text_tokens < 2:
-        raise InterpError("--seq-len and --text-tokens must be at least 2")
-    m = load_model(model, device=device)
-    paths = run_atlas(m, out, AtlasConfig(seed=seed, seq_len=seq_len, text_tokens=text_tokens), progress=not quiet)
+    return load_model(model, device=dev)
+
+
+def _echo_paths(paths: dict) -> None:
     for p in paths.values():
         typer.echo(str(p))
 
 
 @app.command()
-def sinks(model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
+def atlas(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+          out: Path = typer.Option(Path("runs/atlas"), help="output directory"),
+          seed: int = typer.Option(0), seq_len: int = typer.Option(40, help="random sequence length for detectors"),
+          text_tokens: int = typer.Option(256, help="prose tokens for entropy and sink mass"),
+          device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
+          threads: str = typer.Option("auto", help=THREADS_HELP), quiet: bool = typer.Option(False, help="no progress bar")):
+    """Per-head atlas: detectors, entropy, sink mass, retrieval score → heads.parquet, report.html, run.json."""
+    from interp.jobs.config import AtlasConfig
+
+    config = AtlasConfig(seed=seed, seq_len=seq_len, text_tokens=text_tokens)
+    _prepare("atlas", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.atlas import run_atlas
+
+    _echo_paths(run_atlas(m, out, config, progress=not quiet))
+
+
+@app.command()
+def sinks(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
           out: Path = typer.Option(Path("runs/sinks"), help="output directory"),
           prompts: int = typer.Option(8, help="number of pydoc-text prompts"),
           tokens: int = typer.Option(64, help="tokens per prompt (BOS included)"),
@@ -46,116 +95,142 @@ def sinks(model: str = typer.Option("smollm2-135m", help="bundled name, local di
           eps: float = typer.Option(0.3, help="sink threshold ε on α (0 < ε < 1)"),
           tau: float = typer.Option(0.1, help="hidden-sink threshold τ on α (0 < τ < 1)"),
           ratio: float = typer.Option(20.0, help="massive activation: norm above this × the layer median"),
-          device: Optional[str] = typer.Option(None)):
+          device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
     """Attention sinks: α_k, Sink_k rates, hidden sinks, massive activations → sinks.parquet, report.html."""
-    from interp.analyze.sinks import check_threshold
-    from interp.atlas import check_out_dir
-    from interp.models import load_model
-    from interp.sink_report import run_sinks
+    from interp.jobs.config import SinksConfig
 
-    check_out_dir(out)
-    check_threshold("eps", eps)
-    check_threshold("tau", tau)
-    if prompts < 1 or tokens < 2:
-        raise InterpError("--prompts must be at least 1 and --tokens at least 2")
-    m = load_model(model, device=device)
-    for p in run_sinks(m, out, n_prompts=prompts, n_tokens=tokens, text_file=text, eps=eps, tau=tau, ratio=ratio).values():
-        typer.echo(str(p))
+    config = SinksConfig(prompts=prompts, tokens=tokens, text=None if text is None else str(text), eps=eps, tau=tau, ratio=ratio)
+    _prepare("sinks", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.sinks import run_sinks
+
+    _echo_paths(run_sinks(m, out, config))
 
 
 @app.command()
-def entropy(model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
+def entropy(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
             out: Path = typer.Option(Path("runs/entropy"), help="output directory"),
             prompts: int = typer.Option(8, help="number of pydoc-text prompts"),
             tokens: int = typer.Option(64, help="tokens per prompt (BOS included)"),
             text: Optional[Path] = typer.Option(None, help="analyze this UTF-8 text file (first --tokens tokens) instead"),
             collapse: float = typer.Option(0.1, help="flag heads with normalized entropy below this"),
             overload: float = typer.Option(0.9, help="flag heads with normalized entropy above this"),
-            device: Optional[str] = typer.Option(None)):
+            device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
     """Per-head attention entropy, collapse and overload flags → entropy.parquet, report.html."""
-    from interp.atlas import check_out_dir
-    from interp.models import load_model
-    from interp.sink_report import run_entropy
+    from interp.jobs.config import EntropyConfig
 
-    check_out_dir(out)
-    if not 0 <= collapse < overload <= 1:
-        raise InterpError(f"need 0 <= --collapse < --overload <= 1, got {collapse} and {overload}")
-    if prompts < 1 or tokens < 2:
-        raise InterpError("--prompts must be at least 1 and --tokens at least 2")
-    m = load_model(model, device=device)
-    for p in run_entropy(m, out, n_prompts=prompts, n_tokens=tokens, text_file=text, collapse=collapse, overload=overload).values():
-        typer.echo(str(p))
+    config = EntropyConfig(prompts=prompts, tokens=tokens, text=None if text is None else str(text), collapse=collapse,
+                           overload=overload)
+    _prepare("entropy", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.sinks import run_entropy
+
+    _echo_paths(run_entropy(m, out, config))
 
 
 @app.command()
-def retrieval(model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
+def retrieval(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
               out: Path = typer.Option(Path("runs/retrieval"), help="output directory (resumes if interrupted)"),
-              lengths: List[int] = typer.Option([1000, 2000, 3000], help="context lengths in tokens"),
-              depths: List[float] = typer.Option([0, 50, 100], help="needle depths in percent"),
+              lengths: List[int] = typer.Option([1000, 2000, 3000], help="context lengths in tokens, e.g. --lengths 1000 2000"),
+              depths: List[float] = typer.Option([0, 50, 100], help="needle depths in percent, e.g. --depths 0 50 100"),
               needles: Optional[Path] = typer.Option(None, help="JSONL of needle/question/answer (default: data/needles.jsonl)"),
               n_needles: int = typer.Option(3, help="use the first N needles"),
-              mask_top: List[int] = typer.Option([], help="mask the top-K retrieval heads (repeatable)"),
-              mask_random: List[int] = typer.Option([], help="mask K random non-retrieval heads (repeatable)"),
+              haystack: Optional[Path] = typer.Option(None, help="UTF-8 text file for the haystack (default: Python's pydoc topics)"),
+              max_new_tokens: int = typer.Option(50, help="most tokens decoded per answer"),
+              stop: str = typer.Option("line", help="when decoding stops: line (a line break after answer text), first-newline, eos"),
+              mask_top: List[int] = typer.Option([], help="mask the top-K retrieval heads, e.g. --mask-top 5 10"),
+              mask_random: List[int] = typer.Option([], help="mask K random non-retrieval heads, e.g. --mask-random 10"),
               draws: int = typer.Option(3, help="random draws per --mask-random K"),
-              seed: int = typer.Option(0), device: Optional[str] = typer.Option(None),
-              quiet: bool = typer.Option(False, help="no progress bar")):
+              seed: int = typer.Option(0), device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+              threads: str = typer.Option("auto", help=THREADS_HELP), quiet: bool = typer.Option(False, help="no progress bar")):
     """Retrieval heads (Wu et al.): NIAH detection + masking test → scores.parquet, niah.parquet, report.html."""
-    from interp.analyze.retrieval import NiahConfig
-    from interp.atlas import check_out_dir
-    from interp.models import load_model
-    from interp.retrieval_job import run_retrieval
-    from interp.tasks.niah import load_needles
+    from interp.jobs.config import RetrievalConfig
+    from interp.tasks.sources import NiahConfig
 
-    check_out_dir(out)
-    config = NiahConfig(lengths=tuple(lengths), depths=tuple(depths))
-    load_needles(needles)  # fail on a bad needle file before the model loads
-    if n_needles < 1 or draws < 1:
-        raise InterpError("--n-needles and --draws must be at least 1")
-    m = load_model(model, device=device)
-    paths = run_retrieval(m, out, config, needles_path=needles, n_needles=n_needles, mask_top=tuple(mask_top),
-                          mask_random=tuple(mask_random), draws=draws, seed=seed, progress=not quiet)
-    for p in paths.values():
-        typer.echo(str(p))
+    config = RetrievalConfig(niah=NiahConfig(tuple(lengths), tuple(depths), max_new_tokens, stop),
+                             needles=None if needles is None else str(needles), n_needles=n_needles,
+                             haystack=None if haystack is None else str(haystack), mask_top=tuple(mask_top),
+                             mask_random=tuple(mask_random), draws=draws, seed=seed)
+    _prepare("retrieval", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.retrieval import run_retrieval
+
+    _echo_paths(run_retrieval(m, out, config, progress=not quiet))
 
 
 @app.command()
-def capture(prompt: List[str] = typer.Option(..., help="prompt text (repeat for a batch)"),
-            site: List[str] = typer.Option(["pattern"], help="site name (repeatable), e.g. pattern, z, resid_post"),
-            layer: List[int] = typer.Option([], help="layer (repeatable; default all)"),
-            head: List[int] = typer.Option([], help="query head (repeatable; default all)"),
-            model: str = typer.Option("smollm2-135m", help="bundled name, local directory or cached HF id"),
+def capture(prompt: List[str] = typer.Option(..., help="prompt text (several after one flag, or repeat the flag)"),
+            site: List[str] = typer.Option(["pattern"], help="site names, e.g. --site pattern z resid_post"),
+            layer: List[int] = typer.Option([], help="layers (default all)"),
+            head: List[int] = typer.Option([], help="query heads (default all)"),
+            model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
             out: Path = typer.Option(Path("runs/capture"), help="output directory"),
-            device: Optional[str] = typer.Option(None)):
+            device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
     """Capture activations → capture.safetensors (keys "site/layer") and capture.json (tokens, spec)."""
-    from interp.atlas import check_out_dir
-    from interp.hooks import CaptureSpec
-    from interp.hooks import capture as run_capture
-    from interp.hooks.save import save_capture
-    from interp.inputs import check_prompts
-    from interp.models import load_model
+    from interp.jobs.config import CaptureConfig
 
-    check_out_dir(out)
-    check_prompts(prompt)
-    spec = CaptureSpec(sites=tuple(site), layers=tuple(layer) or None, heads=tuple(head) or None)
-    m = load_model(model, device=device)
-    for p in save_capture(run_capture(m, list(prompt), spec), m.tokenizer, out).values():
-        typer.echo(str(p))
+    config = CaptureConfig(prompts=tuple(prompt), sites=tuple(site), layers=tuple(layer), heads=tuple(head))
+    _prepare("capture", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.capture import run_capture
+
+    _echo_paths(run_capture(m, out, config))
+
+
+def expand_lists(argv: list[str]) -> list[str]:
+    """``--lengths 1000 2000`` → ``--lengths 1000 --lengths 2000`` for every multi-value option of the verb."""
+    # typer may vendor its own click, so options are recognized by their attributes, not their class
+    group = typer.main.get_command(app)
+    cmd = getattr(group, "commands", {}).get(argv[0]) if argv else None
+    if cmd is None:
+        return argv
+    options = [p for p in cmd.params if getattr(p, "param_type_name", "") == "option"]
+    multi = {o for p in options if p.multiple for o in p.opts}
+    known = {o for p in options for o in (*p.opts, *p.secondary_opts)} | {"--help"}
+    out, current = [argv[0]], None
+    for tok in argv[1:]:
+        if tok in known or tok.startswith("--"):
+            current = tok if tok in multi else None
+            out.append(tok)
+        elif current is not None and out[-1] != current:
+            out += [current, tok]  # a further value of the same list option
+        else:
+            out.append(tok)
+    return out
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["--help"]
+    warnings.showwarning = _one_line_warning
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=expand_lists(argv), standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
     except InterpError as e:
-        typer.echo(f"error: {e}", err=True)
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (typer.Exit, SystemExit) as e:
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code)
-    except Exception as e:
-        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click usage errors
-            typer.echo(f"error: {e.format_message()}", err=True)
-            sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
         raise
+    except Exception as e:
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click usage errors: unknown option, bad value
+            print(f"error: {e.format_message()}", file=sys.stderr)
+            sys.exit(2)
+        if os.environ.get("INTERP_DEBUG") == "1":
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"error: unexpected {type(e).__name__}: {msg[:300]} (rerun with INTERP_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

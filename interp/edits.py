@@ -73,7 +73,7 @@ def compile_edits(edits: Sequence[Edit], n_layers: int, n_heads: int, segment_na
     from interp.attnstats.kernels import HeadEdit
 
     params: dict[int, dict[str, torch.Tensor]] = {}
-    edits = [x for e in edits for x in (e.expand() if hasattr(e, "expand") else [e])]
+    edits = [x for e in check_edit_list(edits) for x in (e.expand() if hasattr(e, "expand") else [e])]
     for e in edits:
         head = e.head if isinstance(e.head, HeadId) else HeadId.parse(str(e.head))
         if not (0 <= head.layer < n_layers and 0 <= head.head < n_heads):
@@ -98,6 +98,17 @@ def compile_edits(edits: Sequence[Edit], n_layers: int, n_heads: int, segment_na
         else:
             raise InputError(f"{e!r} is not an attention edit; use ScaleHeadOutput, ScaleSegment, MixUniform or MixIdentity")
     return {layer: HeadEdit(**p) for layer, p in params.items()}
+
+
+def check_edit_list(edits) -> list:
+    """``edits`` as a list of edit values, or InputError saying how to write them."""
+    if isinstance(edits, (str, bytes)) or not isinstance(edits, (list, tuple)):
+        raise InputError(f"edits must be a list of edit values, e.g. [ScaleHeadOutput(HeadId.parse('L1H0'), 0.0)], "
+                         f"not a {type(edits).__name__}")
+    for e in edits:
+        if not hasattr(e, "head") and not hasattr(e, "expand"):
+            raise InputError(f"{e!r} is not an edit value; pass edits such as ScaleHeadOutput(HeadId(1, 0), 0.0) or MixUniform(HeadId(1, 0))")
+    return list(edits)
 
 
 def _vec(p: dict, name: str, n: int) -> torch.Tensor:

@@ -45,7 +45,12 @@ def to_batch(model, inputs: Inputs, *, padding_side: str = "right", attention_ma
 
 def check_prompts(inputs: str | Sequence[str]) -> list[str]:
     """The prompts as a list, or InputError for no prompts, a non-string, or an empty one."""
-    texts = [inputs] if isinstance(inputs, str) else list(inputs)
+    if isinstance(inputs, str):
+        texts = [inputs]
+    elif isinstance(inputs, (list, tuple)):
+        texts = list(inputs)
+    else:
+        raise InputError(f"inputs must be a string, a list of strings or a token tensor, not a {type(inputs).__name__}")
     if not texts:
         raise InputError("no prompts given; pass a string, a list of strings or a token tensor")
     for i, t in enumerate(texts):

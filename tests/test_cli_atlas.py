@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from interp.atlas import AtlasConfig, run_atlas
+from interp.jobs import AtlasConfig, run_atlas
 from interp.cli import main
 from interp.schema import validate_frame
 
@@ -32,7 +32,7 @@ def test_cli_atlas_local_model_dir(tmp_path, capsys):
     hf.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     main(["atlas", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--seq-len", "6", "--text-tokens", "24", "--quiet"])
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"heads.parquet", "report.html", "run.json"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"heads.parquet", "report.html", "run.json", "manifest.json"}
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -150,7 +150,7 @@ def test_smollm_massive_activation_on_first_token(smollm2):
 def test_atlas_has_sink_and_entropy_metrics(tiny_llama, tmp_path):
     import pandas as pd
 
-    from interp.atlas import AtlasConfig, run_atlas
+    from interp.jobs import AtlasConfig, run_atlas
 
     paths = run_atlas(tiny_llama, tmp_path / "atlas", AtlasConfig(seq_len=8, text_tokens=32, view_tokens=16), progress=False)
     df = validate_frame(pd.read_parquet(paths["heads"]))
@@ -167,8 +167,8 @@ def _saved_tiny(tmp_path):
     return str(tmp_path / "m")
 
 
-@pytest.mark.parametrize("verb,files", [("sinks", {"sinks.parquet", "report.html", "run.json"}),
-                                        ("entropy", {"entropy.parquet", "report.html", "run.json"})])
+@pytest.mark.parametrize("verb,files", [("sinks", {"sinks.parquet", "report.html", "run.json", "manifest.json"}),
+                                        ("entropy", {"entropy.parquet", "report.html", "run.json", "manifest.json"})])
 def test_cli_sinks_and_entropy_write_reports(verb, files, tmp_path):
     import pandas as pd
 
@@ -215,4 +215,4 @@ def test_cli_sinks_on_text_file(tmp_path):
     main(["sinks", "--model", _saved_tiny(tmp_path), "--out", str(tmp_path / "out"), "--text", str(f), "--tokens", "16"])
     import json
 
-    assert json.loads((tmp_path / "out" / "run.json").read_text())["n_tokens"] == 16
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["inputs"]["tokens_per_prompt"] == 16

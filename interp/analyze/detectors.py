@@ -64,6 +64,8 @@ def detector_scores(model, *, seq_len: int = 40, batch: int = 4, seed: int = 0, 
     """All three detectors on repeated random tokens, plus previous-token on shipped prose. Tidy frame."""
     if seq_len < 2:
         raise InputError(f"seq_len must be at least 2, got {seq_len}")
+    if batch < 1:
+        raise InputError(f"batch must be at least 1, got {batch}")
     bos = start_token_id(model.tokenizer)
     rand = repeated_random_tokens(model.cfg.d_vocab, seq_len, batch, seed=seed, bos=bos)
     rows = _score_rows(model, rand, ["previous_token", "duplicate_token", "induction"], "repeated_random", seed)

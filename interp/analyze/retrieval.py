@@ -15,7 +15,6 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,6 +27,7 @@ from interp.models import model_name
 from interp.schema import make_frame
 from interp.sweep import ResumableTable
 from interp.tasks.niah import Needle, build_prompt
+from interp.tasks.sources import NiahConfig  # noqa: F401  (part of this module's API)
 from interp.types import HeadId
 
 RETRIEVAL_THRESHOLD = 0.1
@@ -57,25 +57,19 @@ def copy_paste_scores(argmax: torch.Tensor, generated: Sequence[int], prompt_ids
     return score
 
 
-@dataclass(frozen=True)
-class NiahConfig:
-    lengths: tuple[int, ...] = (1000, 2000, 3000)
-    depths: tuple[float, ...] = (0, 50, 100)
-    max_new_tokens: int = 50
+def _stop_rule(tok, rule: str):
+    """``(stop_ids, stop_when)`` for :func:`generate_with_stats` under a ``NiahConfig.stop`` rule."""
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    newline = tok("\n", add_special_tokens=False)["input_ids"][-1:]
+    if rule == "first-newline":
+        return eos + newline, None
+    if rule == "eos":
+        return eos, None
 
-    def __post_init__(self):
-        for d in self.depths:
-            if not 0 <= d <= 100:
-                raise InputError(f"depth {d} is outside [0, 100]; give depths as percentages")
-        for n in self.lengths:
-            if n < 64:
-                raise InputError(f"context length {n} is too short; use at least 64 tokens")
+    def after_text(generated: list[int]) -> bool:  # "line": a line break ends the answer once it has begun
+        return generated[-1] in newline and bool(tok.decode(generated[:-1], skip_special_tokens=True).strip())
 
-
-def _stop_ids(tok) -> list[int]:
-    ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    nl = tok("\n", add_special_tokens=False)["input_ids"]
-    return ids + nl[-1:]
+    return eos, after_text
 
 
 def run_niah(model, needles: Sequence[Needle], config: NiahConfig, *, condition: str = "none", edits=(),
@@ -94,16 +88,24 @@ def run_niah(model, needles: Sequence[Needle], config: NiahConfig, *, condition:
             rows.append(store.get(key))
             continue
         p = build_prompt(tok, needles[i], n, d, haystack=haystack)
-        tr = generate_with_stats(model, p.tokens, max_new_tokens=config.max_new_tokens, stop_ids=_stop_ids(tok), edits=edits)
+        stop_ids, stop_when = _stop_rule(tok, config.stop)
+        tr = generate_with_stats(model, p.tokens, max_new_tokens=config.max_new_tokens, stop_ids=stop_ids,
+                                 stop_when=stop_when, edits=edits)
         rec = rouge1_recall(tr.text, needles[i].answer)
         sc = copy_paste_scores(tr.argmax, tr.generated, p.tokens, p.answer_span)
         row = pd.DataFrame([{"condition": condition, "seed": -1 if seed is None else seed, "context_len": n, "depth": float(d),
                              "needle_id": i, "prompt_tokens": len(p.tokens), "response": tr.text, "rouge1_recall": rec,
-                             "kept": rec > KEEP_RECALL, "scores": sc.flatten().tolist()}])
+                             "kept": rec > KEEP_RECALL, "stopped_by": _stopped_by(tr, tok), "scores": sc.flatten().tolist()}])
         if store is not None:
             store.put(key, row)
         rows.append(row)
     return pd.concat(rows, ignore_index=True).drop(columns=["unit"], errors="ignore")
+
+
+def _stopped_by(trace, tok) -> str:
+    if trace.stop_reason == "max_new_tokens":
+        return "max_new_tokens"
+    return "eos" if trace.generated[-1] == tok.eos_token_id else "newline"
 
 
 def retrieval_scores(model, samples: pd.DataFrame, *, task: str = "retrieval") -> pd.DataFrame:

@@ -30,6 +30,7 @@ STAT_BACKENDS = (*BACKENDS, "eager")
 class AttnStats:
     """Statistics of every head's attention, float32 ``[batch layer head_index query_pos]`` unless noted.
 
+    ``backend`` names the kernel that actually ran (``cpu``, ``triton``, ``reference`` or ``eager``).
     ``segment_mass [batch layer head_index query_pos n_segments]``, ``key_mass [batch layer head_index key_pos]``
     (column sums over real queries), ``z [batch layer query_pos head_index d_head]`` (per-head output before
     W_O, when requested), ``logits [batch pos d_vocab]``. Rows of padding queries carry no meaning; use
@@ -108,7 +109,8 @@ def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None
         from interp.errors import UnsupportedModelError
 
         raise UnsupportedModelError(f"only layers {sorted(rec.calls)} of {n_layers} ran through the fused path; use attention_stats(..., backend='eager')")
-    return _assemble(model, batch, rec.calls, names, getattr(out, "logits", None), backend, hf)
+    ran = "+".join(sorted({st.backend for calls in rec.calls.values() for st in calls}))
+    return _assemble(model, batch, rec.calls, names, getattr(out, "logits", None), ran, hf)
 
 
 def position_ids(batch: Batch) -> torch.Tensor:
@@ -157,6 +159,9 @@ class _HfHost:
 def _host(model, tokenizer):
     if hasattr(model, "original_model") and hasattr(model, "cfg"):
         return model
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise InputError(f"attention_stats takes a model from interp.load_model (or a transformers model), not a {type(model).__name__}")
+    tokenizer = tokenizer or getattr(model, "interp_tokenizer", None)
     if tokenizer is None:
         tokenizer = _NoTokenizer()
     return _HfHost(model, tokenizer)

@@ -7,7 +7,7 @@ only (``edit_prefill=False``), as in the masking experiment. No n×n tensor exis
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,13 +24,15 @@ class DecodeTrace:
     argmax: torch.Tensor  # [step layer head_index] key index attended most by the step's query
     max_weight: torch.Tensor  # [step layer head_index]
     text: str = ""
+    stop_reason: str = "max_new_tokens"  # or "stop_id" / "stop_when"
 
 
 def generate_with_stats(model, tokens: torch.Tensor, *, max_new_tokens: int = 50, stop_ids: Sequence[int] = (),
                         edits: Sequence[Edit] = (), edit_prefill: bool = False, backend: str = "auto",
-                        prefill_chunk: int = 512) -> DecodeTrace:
+                        prefill_chunk: int = 512, stop_when: Callable[[list[int]], bool] | None = None) -> DecodeTrace:
     """Greedy decoding of one prompt. The prefill runs in chunks of ``prefill_chunk`` tokens through the KV
-    cache, so transient activations stay bounded and only the cache grows with the prompt."""
+    cache, so transient activations stay bounded and only the cache grows with the prompt. Decoding stops after a
+    token in ``stop_ids`` (kept), when ``stop_when(generated)`` is true, or after ``max_new_tokens``."""
     from transformers import DynamicCache
 
     tokens = tokens.view(1, -1) if tokens.ndim == 1 else tokens
@@ -48,7 +50,7 @@ def generate_with_stats(model, tokens: torch.Tensor, *, max_new_tokens: int = 50
     # Only the last position's logits are read; the full [pos, d_vocab] prefill logits would dominate memory.
     last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(hf.forward).parameters else {}
     stops = set(int(s) for s in stop_ids)
-    generated, args, maxw = [], [], []
+    generated, args, maxw, reason = [], [], [], "max_new_tokens"
     with torch.no_grad():
         if tokens.shape[1] > 1:
             pre = Recorder(None, edits=layer_edits if edit_prefill else {}, backend=backend, keep=False)
@@ -65,9 +67,10 @@ def generate_with_stats(model, tokens: torch.Tensor, *, max_new_tokens: int = 50
                 args.append(torch.stack([rec.last[l].argmax[0, :, -1] for l in range(n_layers)]).cpu())
                 maxw.append(torch.stack([rec.last[l].max_weight[0, :, -1] for l in range(n_layers)]).cpu())
                 generated.append(w)
-                if w in stops:
+                if w in stops or (stop_when is not None and stop_when(generated)):
+                    reason = "stop_id" if w in stops else "stop_when"
                     break
                 step_in = torch.tensor([[w]], device=device)
     tok = getattr(model, "tokenizer", None)
     return DecodeTrace(tokens[0].cpu(), generated, torch.stack(args), torch.stack(maxw),
-                       tok.decode(generated, skip_special_tokens=True) if tok is not None else "")
+                       tok.decode(generated, skip_special_tokens=True) if tok is not None else "", reason)

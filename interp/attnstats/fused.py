@@ -45,7 +45,7 @@ class Recorder:
 
     def store(self, layer: int, st: KernelStats) -> None:
         if not self.keep_z:
-            st = KernelStats(None, st.lse, st.entropy, st.max_weight, st.argmax, st.segment_mass, st.key_mass)
+            st = KernelStats(None, st.lse, st.entropy, st.max_weight, st.argmax, st.segment_mass, st.key_mass, st.backend)
         self.last[layer] = st
         if self.keep:
             self.calls.setdefault(layer, []).append(st)

@@ -15,8 +15,9 @@ from interp.types import SITES, hook_name, site
 @dataclass(frozen=True)
 class CaptureSpec:
     """What to capture. ``None`` means all. ``heads`` are query heads; for the KV sites ``k``/``v`` they select
-    the KV groups those query heads read. ``positions`` (negative allowed) index ``pos`` (the query axis for
-    ``pattern``/``attn_scores``)."""
+    the KV groups those query heads read. ``positions`` index ``pos`` (the query axis for ``pattern``/``attn_scores``)
+    *within each prompt's real tokens*: ``0`` is a prompt's first token and ``-1`` its last, whatever the padding
+    side, so a batch of uneven prompts selects the same tokens as running each prompt alone."""
 
     sites: tuple[str, ...] = ("resid_post",)
     layers: tuple[int, ...] | None = None
@@ -82,7 +83,8 @@ def capture(model, inputs: Inputs, spec: CaptureSpec | None = None, *, padding_s
     batch = to_batch(model, inputs, padding_side=padding_side)
     layers, heads, positions = _resolve(model, spec, batch)
     store: dict[tuple[str, int], torch.Tensor] = {}
-    hooks = [(hook_name(s, l), _make_hook(model, store, s, l, heads, positions)) for s in spec.sites for l in layers]
+    rows = None if positions is None else row_positions(positions, batch.attention_mask)
+    hooks = [(hook_name(s, l), _make_hook(model, store, s, l, heads, rows)) for s in spec.sites for l in layers]
     with torch.no_grad():
         logits = model.run_with_hooks(batch.tokens, fwd_hooks=_dedupe(hooks), attention_mask=batch.attention_mask)
     return Capture(model_name(model), batch.tokens.cpu(), batch.attention_mask.cpu(), spec, layers, heads, positions,
@@ -111,13 +113,20 @@ def _resolve(model, spec: CaptureSpec, batch: Batch):
     _check_range("layer", layers, n_layers)
     if spec.heads is not None:
         _check_range("head", spec.heads, n_heads)
-    positions = spec.positions
-    if positions is not None:
-        n_pos = batch.tokens.shape[1]
-        bad = [p for p in positions if not -n_pos <= p < n_pos]
+    return layers, spec.heads, spec.positions
+
+
+def row_positions(positions: tuple[int, ...], attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[batch k]`` padded-batch indices of ``positions`` counted within each row's real tokens."""
+    real = attention_mask.bool().cpu()
+    first, n = real.float().argmax(1), real.sum(1)  # [batch], [batch]; real tokens are contiguous
+    p = torch.tensor(positions)[None, :]  # [1 k]
+    for row in range(real.shape[0]):
+        bad = [q for q in positions if not -int(n[row]) <= q < int(n[row])]
         if bad:
-            raise InputError(f"position {bad[0]} out of range: the batch has {n_pos} positions; use 0..{n_pos - 1} or negatives")
-    return layers, spec.heads, positions
+            raise InputError(f"position {bad[0]} out of range for prompt {row}, which has {int(n[row])} tokens; "
+                             f"use 0..{int(n[row]) - 1} or -1..-{int(n[row])}")
+    return first[:, None] + torch.where(p >= 0, p, n[:, None] + p)
 
 
 def _check_range(what: str, values: Iterable[int], n: int) -> None:
@@ -126,7 +135,7 @@ def _check_range(what: str, values: Iterable[int], n: int) -> None:
         raise InputError(f"{what} {bad[0]} out of range: the model has {n} {what}s (0-{n - 1})")
 
 
-def _make_hook(model, store, name: str, layer: int, heads, positions):
+def _make_hook(model, store, name: str, layer: int, heads, rows: torch.Tensor | None):
     s = site(name)
     n_heads = model.cfg.n_heads
     n_kv = getattr(model.cfg, "n_key_value_heads", None) or n_heads
@@ -138,8 +147,14 @@ def _make_hook(model, store, name: str, layer: int, heads, positions):
             t = torch.einsum("bphd,hdm->bphm", t, w_o.to(t.dtype))
         pos_axis = 2 if name in ("pattern", "attn_scores") else 1
         head_axis = 1 if name in ("pattern", "attn_scores") else 2
-        if positions is not None:
-            t = t.index_select(pos_axis, torch.tensor(positions, device=t.device) % t.shape[pos_axis])
+        if rows is not None:
+            idx = rows.to(t.device)  # [batch k]
+            b = torch.arange(t.shape[0], device=t.device)
+            if pos_axis == 1:
+                t = t[b[:, None], idx]  # [batch k ...]
+            else:
+                h = torch.arange(t.shape[1], device=t.device)
+                t = t[b[:, None, None], h[None, :, None], idx[:, None, :]]  # [batch head_index k key_pos]
         if heads is not None and s.per_head:
             idx = sorted({h // (n_heads // n_kv) for h in heads}) if s.kv else list(heads)
             t = t.index_select(head_axis, torch.tensor(idx, device=t.device))

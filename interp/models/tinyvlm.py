@@ -56,7 +56,7 @@ def build_tinyvlm(weights: str | Path | None = WEIGHTS_DIR, *, dtype: torch.dtyp
     ``weights=None`` leaves the vision side at its seeded random init (training starts from there)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration
 
-    from interp.models import _quiet_transformers
+    from interp.models.loader import _quiet_transformers
     from interp.models.bundled import smollm2_dir
 
     lm_dir = smollm2_dir()

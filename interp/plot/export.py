@@ -9,16 +9,28 @@ import plotly.graph_objects as go
 
 from interp.io import write_text
 
-Section = tuple[str, "go.Figure | str"]
+Section = tuple[str, "go.Figure | str | Grid"]
+
+
+class Grid(list):
+    """Figures laid out side by side (wrapping) in one section: ``Grid([fig, fig, ...])``."""
 
 
 def render_report(title: str, sections: Sequence[Section], *, intro: str = "") -> str:
-    parts, first = [], True
+    """One HTML page; plotly.js is embedded with the first figure only, however many follow."""
+    parts, state = [], {"first": True}
+
+    def figure(fig: go.Figure) -> str:
+        out = fig.to_html(full_html=False, include_plotlyjs=state["first"], include_mathjax=False,
+                          config={"displaylogo": False})
+        state["first"] = False
+        return out
+
     for heading, body in sections:
-        if isinstance(body, go.Figure):
-            body = body.to_html(full_html=False, include_plotlyjs=first, include_mathjax=False,
-                                config={"displaylogo": False})
-            first = False
+        if isinstance(body, Grid):
+            body = "<div class='grid'>" + "".join(f"<div>{figure(f)}</div>" for f in body) + "</div>"
+        elif isinstance(body, go.Figure):
+            body = figure(body)
         parts.append(f"<section><h2>{html.escape(heading)}</h2>\n{body}\n</section>")
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"

@@ -28,3 +28,25 @@ def ranked_table(scores: pd.DataFrame, metric: str, k: int = 20) -> str:
     body = "".join(f"<tr><td>{i + 1}</td><td>L{r.layer}H{r.head}</td><td>{r.value:.3f}</td></tr>"
                    for i, r in enumerate(rows.itertuples()))
     return f"<table><tr><th>rank</th><th>head</th><th>{html.escape(metric)}</th></tr>{body}</table>"
+
+
+def masking_curve(niah: pd.DataFrame, samples: pd.DataFrame) -> tuple[go.Figure, str]:
+    """NIAH recall against K for top-K and random-K masking (K=0 is no masking), and an HTML list of the
+    heads masked in each condition."""
+    rec = niah[niah["metric"] == "niah_recall"]
+    base = float(rec[rec["condition"] == "none"]["value"].mean())
+    fig = go.Figure()
+    for kind, colour in (("top", "#d62728"), ("random", "#1f77b4")):
+        by_k = {0: base}
+        for cond, d in rec.groupby("condition"):
+            if cond.startswith(kind) and cond[len(kind):].isdigit():
+                by_k[int(cond[len(kind):])] = float(d["value"].mean())
+        ks = sorted(by_k)
+        fig.add_trace(go.Scatter(x=ks, y=[by_k[k] for k in ks], mode="lines+markers", name=f"{kind}-K masked",
+                                 line={"color": colour}, hovertemplate="K=%{x}: recall %{y:.1f}<extra></extra>"))
+    fig.update_layout(title="NIAH recall when K heads are masked (uniform attention)", xaxis_title="K (heads masked)",
+                      yaxis_title="mean NIAH recall", yaxis_range=[0, 105], width=620, height=380)
+    masked = samples.dropna(subset=["masked"]) if "masked" in samples else samples.iloc[0:0]
+    items = "".join(f"<li><b>{html.escape(str(c))}</b> (seed {s}): {html.escape(str(m))}</li>"
+                    for (c, s), m in masked.groupby(["condition", "seed"])["masked"].first().items())
+    return fig, f"<ul>{items}</ul>" if items else "<p>No heads were masked.</p>"

@@ -30,17 +30,20 @@ def sink_rate_bars(df: pd.DataFrame, position: int = 0) -> go.Figure:
 
 
 def alpha_positions(df: pd.DataFrame, *, layers=None) -> go.Figure:
-    """α_k over key positions, averaged over heads, one line per layer (and the overall sink rate per position)."""
+    """α_k as a layer × key-position heatmap (mean over heads; log colour scale, since the first key dominates)."""
+    import numpy as np
+
     rows = _rows(df, "alpha")
     rows = rows[rows["head"] >= 0]
-    fig = go.Figure()
-    for layer, d in rows.groupby("layer"):
-        if layers is not None and layer not in layers:
-            continue
-        line = d.groupby("position")["value"].mean()
-        fig.add_trace(go.Scatter(x=line.index, y=line.values, mode="lines", name=f"L{layer}"))
-    fig.update_layout(title="Key importance α_k (mean over heads) by key position", xaxis_title="key position",
-                      yaxis_title="α_k", yaxis_type="log", height=420, width=820)
+    if layers is not None:
+        rows = rows[rows["layer"].isin(list(layers))]
+    grid = rows.pivot_table(index="layer", columns="position", values="value", aggfunc="mean").sort_index()
+    z = np.log10(grid.values.clip(min=1e-6))
+    fig = go.Figure(go.Heatmap(z=z, x=[str(c) for c in grid.columns], y=[str(l) for l in grid.index], colorscale="Magma",
+                               customdata=grid.values, colorbar={"title": "log10 α_k"},
+                               hovertemplate="layer %{y}, key %{x}<br>α_k=%{customdata:.4f}<extra></extra>"))
+    fig.update_layout(title="Key importance α_k (mean over heads) by layer and key position", xaxis_title="key position",
+                      yaxis_title="layer", yaxis={"autorange": "reversed"}, height=max(360, 14 * len(grid) + 140), width=820)
     return fig
 
 

@@ -8,28 +8,16 @@ answer's token-id set.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from interp.errors import InputError
-from interp.tasks.texts import DATA_DIR, pydoc_text
+from interp.tasks.sources import Needle, load_needles  # noqa: F401  (re-exported)
+from interp.tasks.texts import pydoc_text
 
 QUESTION = "Based on the content of the book, Question: {question}\nAnswer:"
 _SENTENCE_END = (".", "!", "?", ".\n", "\n")
-
-
-@dataclass(frozen=True)
-class Needle:
-    needle: str
-    question: str
-    answer: str
-
-    def __post_init__(self):
-        if not self.answer.strip() or self.answer.lower() not in self.needle.lower():
-            raise InputError(f"answer {self.answer!r} is not found in its needle; the answer must be a substring of the needle sentence")
 
 
 @dataclass(frozen=True)
@@ -40,17 +28,6 @@ class NiahPrompt:
     context_len: int
     depth: float
     text: str
-
-
-def load_needles(path: str | Path | None = None) -> list[Needle]:
-    path = Path(path) if path is not None else DATA_DIR / "needles.jsonl"
-    if not path.exists():
-        raise InputError(f"needle file {str(path)!r} not found; pass a JSONL file with needle/question/answer fields")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    try:
-        return [Needle(r["needle"], r["question"], r["answer"]) for r in rows]
-    except KeyError as e:
-        raise InputError(f"needle file {str(path)!r} lacks field {e}; each line needs needle, question and answer") from None
 
 
 def default_haystack() -> str:

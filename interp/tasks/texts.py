@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 
 from interp.inputs import start_token_id
+from interp.tasks.sources import DATA_DIR
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
 def shipped_prose() -> str:

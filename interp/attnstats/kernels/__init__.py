@@ -6,6 +6,7 @@ for CUDA tensors when triton imports, else cpu.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from typing import Optional
@@ -72,13 +73,17 @@ def attn_stats_kernel(
 
             reason = unsupported_reason(q, prob)
             if reason is None:
-                return attn_stats_triton(q, k, v, prob, **kwargs)
+                return _ran(attn_stats_triton(q, k, v, prob, **kwargs), "triton")
         warnings.warn(f"triton attention-stats backend unavailable ({reason}); using the cpu backend", stacklevel=2)
         backend = "cpu"
     if backend == "reference":
         from .reference import attn_stats_reference
 
-        return attn_stats_reference(q, k, v, prob, **kwargs)
+        return _ran(attn_stats_reference(q, k, v, prob, **kwargs), "reference")
     from .cpu import attn_stats_cpu
 
-    return attn_stats_cpu(q, k, v, prob, **kwargs)
+    return _ran(attn_stats_cpu(q, k, v, prob, **kwargs), "cpu")
+
+
+def _ran(stats: KernelStats, backend: str) -> KernelStats:
+    return dataclasses.replace(stats, backend=backend)

@@ -31,6 +31,7 @@ class KernelStats:
     argmax: torch.Tensor
     segment_mass: Optional[torch.Tensor] = None
     key_mass: Optional[torch.Tensor] = None
+    backend: str = ""  # the kernel that actually ran
 
 
 @dataclass(frozen=True)

@@ -5,40 +5,26 @@ versions, seed, config, timings) into the output directory, each atomically.
 """
 from __future__ import annotations
 
-import platform
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from interp.analyze.attention import summary_frame
 from interp.analyze.detectors import PATTERNS, detector_scores
-from interp.errors import InputError
 from interp.hooks import CaptureSpec, capture
-from interp.io import write_json, write_parquet
-from interp.models import model_name
-from interp.plot import head_heatmap, pattern_viewer, write_report
+from interp.io import write_parquet
+from interp.jobs.config import AtlasConfig, resolved
+from interp.jobs.outdir import claim
+from interp.jobs.runinfo import write_run
+from interp.models import is_causal, model_name, model_source
+from interp.plot import Grid, head_heatmap, pattern_viewer, write_report
 from interp.attnstats import attention_stats
 from interp.inputs import start_token_id
 from interp.tasks.texts import repeated_random_tokens, shipped_prose, text_tokens
 
 METRICS = ("previous_token", "duplicate_token", "induction", "entropy", "normalized_entropy", "first_token_mass",
            "sink_rate", "hidden_sink_count")
-
-
-@dataclass(frozen=True)
-class AtlasConfig:
-    seed: int = 0
-    seq_len: int = 40  # length of the random sequence that is repeated for the detectors
-    batch: int = 4
-    text_tokens: int = 256  # tokens of shipped prose for entropy, sink mass and the prose previous-token score
-    view_heads: int = 3  # top heads per detector shown in the pattern viewer
-    view_tokens: int = 48
-    niah_lengths: tuple[int, ...] = (600,)  # built-in NIAH run for the retrieval score; () skips it
-    niah_depths: tuple[float, ...] = (25, 75)
-    niah_needles: int = 2
 
 
 def _retrieval(model, config: AtlasConfig) -> pd.DataFrame:
@@ -50,15 +36,9 @@ def _retrieval(model, config: AtlasConfig) -> pd.DataFrame:
     return retrieval_scores(model, samples, task="atlas")
 
 
-def check_out_dir(out: str | Path) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {str(out)!r} is a file; pass a directory (it is created if missing)")
-    return out
-
-
 def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, progress: bool = True) -> dict[str, Path]:
-    out = check_out_dir(out)
+    od = claim(out, "atlas", resolved(model_name(model), model_source(model), config))
+    out = od.path
     from tqdm.auto import tqdm
 
     steps = tqdm(total=4, desc="atlas", disable=not progress)
@@ -78,14 +58,11 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     steps.update()
 
     parts = [det, att]
-    from interp.models import is_causal
-
     if config.niah_lengths and is_causal(model):  # retrieval heads are defined through generation
         steps.set_postfix_str("retrieval (NIAH)")
         parts.append(_retrieval(model, config))
         timings["retrieval_s"] = time.perf_counter() - t0 - timings["detectors_s"] - timings["attention_s"]
     df = pd.concat(parts, ignore_index=True)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"heads": write_parquet(out / "heads.parquet", df)}
     steps.update()
 
@@ -95,7 +72,10 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     steps.update()
     steps.close()
     timings["total_s"] = time.perf_counter() - t0
-    paths["run"] = write_json(out / "run.json", _run_meta(model, config, timings))
+    inputs = {"detectors": f"{config.batch} × random sequences of {config.seq_len} tokens, repeated (seed {config.seed})",
+              "detector_tokens": config.batch * (2 * config.seq_len + 1), "prose": "data/prose.txt",
+              "prose_tokens": int(tokens.shape[1])}
+    paths["run"] = write_run(od, model, inputs=inputs, timings=timings)
     return paths
 
 
@@ -118,7 +98,7 @@ def top_heads(df: pd.DataFrame, metric: str, k: int, condition: str | None = Non
 
 
 def _sections(model, df, tokens, config):
-    sections = []
+    grid = Grid()
     titles = {"previous_token": "Previous-token score", "duplicate_token": "Duplicate-token score",
               "induction": "Induction score", "entropy": "Mean attention entropy (nats)", "first_token_mass": "First-token (sink) mass",
               "normalized_entropy": "Normalized entropy (entropy / log visible keys)",
@@ -130,13 +110,13 @@ def _sections(model, df, tokens, config):
             continue
         if metric == "previous_token":
             sub = sub[sub["condition"] == "prose"]
-        sections.append((titles[metric], head_heatmap(sub, metric, title=titles[metric])))
+        grid.append(head_heatmap(sub, metric, title=titles[metric]))
     heads = []
     for metric in PATTERNS:
         heads += [(l, h) for l, h, _ in top_heads(df, metric, config.view_heads, "repeated_random")]
     heads = list(dict.fromkeys(heads))
-    sections.append(("Attention patterns (top detector heads)", _viewer(model, heads, tokens, config)))
-    return sections
+    return [("Per-head metrics (layer × head)", grid),
+            ("Attention patterns (top detector heads)", _viewer(model, heads, tokens, config))]
 
 
 def _viewer(model, heads, tokens, config):
@@ -159,17 +139,3 @@ def _intro(model, df) -> str:
         top = ", ".join(f"L{l}H{h} ({v:.2f})" for l, h, v in top_heads(df, metric, 5, cond))
         items.append(f"<li><b>{metric}</b>: {top}</li>")
     return f"<p>{model.cfg.n_layers} layers × {model.cfg.n_heads} heads. Strongest heads:</p><ul>{''.join(items)}</ul>"
-
-
-def _run_meta(model, config, timings) -> dict:
-    from importlib.metadata import version
-
-    import transformers
-
-    import interp
-
-    return {"model": model_name(model), "n_layers": model.cfg.n_layers, "n_heads": model.cfg.n_heads,
-            "seed": config.seed, "config": asdict(config), "timings": timings,
-            "versions": {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                         "transformer_lens": version("transformer-lens"), "python": platform.python_version()},
-            "device": str(next(model.parameters()).device)}

@@ -1,0 +1,21 @@
+"""Whole jobs: a model and a config in, a result folder out (tidy parquet, a self-contained ``report.html``,
+``run.json``, and a ``manifest.json`` that binds the folder to one config). The CLI verbs and sweep units both
+call these, so each job is spelled once. Configs and output-folder checks (:mod:`.config`, :mod:`.outdir`) are
+light and run before any model loads.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {"run_atlas": "atlas", "run_sinks": "sinks", "run_entropy": "sinks", "run_retrieval": "retrieval",
+         "run_capture": "capture", "AtlasConfig": "config", "SinksConfig": "config", "EntropyConfig": "config",
+         "RetrievalConfig": "config", "CaptureConfig": "config", "claim": "outdir"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"interp.jobs.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'interp.jobs' has no attribute {name!r}")

