@@ -8,6 +8,8 @@ The rules (one-line ``InputError`` otherwise):
 - size: it must equal the vision tower's ``image_size`` square; any other size is resized (bicubic) with a
   warning when ``resize=True`` (the default), else rejected;
 - a file that cannot be decoded as an image is rejected, naming the file.
+
+torch is imported inside the functions that need it, so the CLI can check image files before the slow imports.
 """
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from interp.errors import InputError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    import torch
 
 # OpenAI CLIP normalization, the LLaVA default when a model does not record its own.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -50,20 +54,12 @@ def n_image_tokens(model) -> int:
 
 def load_image(source: Any, size: int, *, resize: bool = True) -> np.ndarray:
     """``[size, size, 3]`` uint8 RGB from an array, PIL image or file path, under the rules above."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     label = "image"
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        label = f"image file {str(path)!r}"
-        if not path.is_file():
-            raise InputError(f"{label} does not exist; pass the path of a PNG/JPEG file")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                source = im.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise InputError(f"{label} is not a readable image ({type(e).__name__}); pass a valid PNG/JPEG file") from None
+        label = f"image file {str(Path(source).expanduser())!r}"
+        source = read_image_file(source)
     if isinstance(source, np.ndarray):
         source = _array_to_pil(source, label)
     if not isinstance(source, Image.Image):
@@ -75,6 +71,27 @@ def load_image(source: Any, size: int, *, resize: bool = True) -> np.ndarray:
         warnings.warn(f"{label} is {im.size[0]}×{im.size[1]}; resized to {size}×{size} for this model", stacklevel=2)
         im = im.resize((size, size), Image.BICUBIC)
     return np.asarray(im, dtype=np.uint8).copy()
+
+
+def read_image_file(path: str | Path):
+    """Open an image file fully (so a truncated or corrupt file fails now) and return the PIL image."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path).expanduser()
+    label = f"image file {str(path)!r}"
+    if not path.is_file():
+        raise InputError(f"{label} does not exist; pass the path of a PNG/JPEG file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{label} is not a readable image ({type(e).__name__}); pass a valid PNG/JPEG file") from None
+
+
+def check_image_size(path: str | Path, size: int, *, resize: bool = True) -> None:
+    """Apply the size/mode rules to an image file without converting it (warns or raises as load_image would)."""
+    load_image(path, size, resize=resize)
 
 
 def _array_to_pil(arr: np.ndarray, label: str):
@@ -115,6 +132,8 @@ def pixel_values(model, images: Sequence[Any], *, resize: bool = True) -> torch.
 
 def to_pixels(arrs: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
     """uint8 ``[batch H W 3]`` → normalized float ``[batch 3 H W]``."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(arrs)).float().div(255).permute(0, 3, 1, 2)
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
@@ -133,6 +152,8 @@ class VlmBatch:
 def check_image_tokens(model, tokens: torch.Tensor, image_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The ``[batch pos]`` image-token mask of ``tokens``; InputError when a row's image tokens are not exactly
     the model's count, or when a given ``image_mask`` (a user's image segment) differs from them."""
+    import torch
+
     cfg = vlm_config(model)
     found = tokens == int(cfg.image_token_id)
     want = n_image_tokens(model)
@@ -154,6 +175,8 @@ def vlm_batch(model, prompts: Sequence[Sequence[int]], images: Sequence[Any] | N
         raise InputError("no prompts given; pass one token-id list per image")
     if images is not None and len(images) != len(prompts):
         raise InputError(f"got {len(images)} images for {len(prompts)} prompts; pass one image per prompt")
+    import torch
+
     n = max(len(p) for p in prompts)
     tokens = torch.full((len(prompts), n), pad_id, dtype=torch.long)
     mask = torch.zeros_like(tokens)
@@ -165,5 +188,5 @@ def vlm_batch(model, prompts: Sequence[Sequence[int]], images: Sequence[Any] | N
     return VlmBatch(tokens, mask, img, pix)
 
 
-__all__ = ["load_image", "pixel_values", "to_pixels", "vlm_batch", "VlmBatch", "check_image_tokens", "vlm_config",
+__all__ = ["load_image", "read_image_file", "check_image_size", "pixel_values", "to_pixels", "vlm_batch", "VlmBatch", "check_image_tokens", "vlm_config",
            "image_size", "n_image_tokens", "CLIP_MEAN", "CLIP_STD"]

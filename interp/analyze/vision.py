@@ -230,6 +230,57 @@ def answer_step_vhd(model, batch: VlmBatch, *, backend: str = "auto", edits: Seq
     return (head_results(model, zi) - head_results(model, zt)).norm(dim=-1)
 
 
+def caption_t_vhd(model, item: Item, generated: Sequence[int], *, top_k: int = DEFAULT_TOP_K, backend: str = "auto",
+                  task: str = "vhd") -> pd.DataFrame:
+    """T-VHD of every generated token of a caption (teacher-forced: one pass per branch over prompt + caption).
+
+    Rows ``t_vhd_token`` with ``position`` = step, the token text in ``token`` and ``shape_word`` = "correct",
+    "hallucinated" (a shape not in the image) or "" for other tokens."""
+    if not generated:
+        return make_frame(pd.DataFrame(columns=["model", "task", "layer", "head", "metric", "value"]))
+    ids = list(item.prompt) + list(generated[:-1])
+    b = vlm_batch(model, [ids], [item.image], pad_id=_pad(model))
+    img = vlm_stats(model, b, return_z=True, backend=backend)
+    txt = vlm_stats(model, b, image=False, return_z=True, backend=backend)
+    n_img, start = int(b.image_mask.sum()), len(item.prompt) - 1
+    steps = torch.arange(start, start + len(generated))
+    d = (head_results(model, img.z[0, :, steps].transpose(0, 1)) - head_results(model, txt.z[0, :, steps - n_img].transpose(0, 1))).norm(dim=-1)
+    present = {o.shape for o in item.objects}
+    rows = []
+    for t, tok_id in enumerate(generated):
+        word = model.tokenizer.decode([tok_id])
+        shape = next((s for s in shapes.SHAPES if _first_piece(model.tokenizer, s) == tok_id), None)
+        kind = "" if shape is None else ("correct" if shape in present else "hallucinated")
+        rows.append({"layer": -1, "head": -1, "metric": "t_vhd_token", "value": t_vhd(d[t], top_k), "position": t,
+                     "prompt_id": item.prompt_id, "token": word, "shape_word": kind})
+    return make_frame(pd.DataFrame(rows).assign(model=_name(model), task=task))
+
+
+def _first_piece(tokenizer, word: str) -> int:
+    return tokenizer(f" {word}", add_special_tokens=False)["input_ids"][0]
+
+
+def answer_attention(model, item: Item, *, backend: str = "auto") -> torch.Tensor:
+    """``[layer head_index n_image]``: the answer query's attention on each image token, read from the fused
+    path's key masses. After a cached prefill of the prompt but its last token, one single-query pass runs;
+    its key mass is exactly that query's attention row (no pattern is materialized)."""
+    from transformers import DynamicCache
+
+    b = vlm_batch(model, [item.prompt], [item.image], pad_id=_pad(model))
+    emb = image_embeds(model, b)
+    n, n_layers = emb.shape[1], _dims(model)[0]
+    cache = DynamicCache(config=vlm_config(model).text_config)
+    pos = torch.arange(n, device=emb.device)[None]
+    rec = Recorder(None, key_mass=True, backend=backend)
+    with torch.no_grad():
+        with activate(model, Recorder(None, backend=backend, keep=False)) as run:
+            run(inputs_embeds=emb[:, :-1], position_ids=pos[:, :-1], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        with activate(model, rec) as run:
+            run(inputs_embeds=emb[:, -1:], position_ids=pos[:, -1:], past_key_values=cache, use_cache=True, logits_to_keep=1)
+    km = torch.stack([rec.calls[l][-1].key_mass[0] for l in range(n_layers)])  # [layer head_index key_pos]
+    return km[:, :, b.image_mask[0]].cpu()
+
+
 def t_vhd(v: torch.Tensor, top_k: int = DEFAULT_TOP_K) -> float:
     """Mean of the ``top_k`` largest head VHDs of one step (``v [layer head_index]``)."""
     flat = v.flatten()
@@ -401,5 +452,5 @@ def eval_sets(seed: int = 1000, n_ordinary: int = 60, n_trap: int = 40, n_captio
 
 
 __all__ = ["vlm_stats", "image_embeds", "text_only", "head_results", "items", "Item", "option_ids", "predict", "vhd",
-           "answer_step_vhd", "t_vhd", "top_heads", "sink_dims", "scan_sinks", "SinkScan", "image_centric", "rms_abs",
+           "answer_step_vhd", "t_vhd", "top_heads", "caption_t_vhd", "answer_attention", "sink_dims", "scan_sinks", "SinkScan", "image_centric", "rms_abs",
            "hidden_states", "answer_frame", "chair_frame", "baseline_answers", "eval_sets", "batches", "last_index"]

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 _LAZY = {"run_atlas": "atlas", "run_sinks": "sinks", "run_entropy": "sinks", "run_retrieval": "retrieval",
-         "run_capture": "capture", "AtlasConfig": "config", "SinksConfig": "config", "EntropyConfig": "config",
+         "run_capture": "capture", "run_vision": "vision", "VisionConfig": "config", "AtlasConfig": "config", "SinksConfig": "config", "EntropyConfig": "config",
          "RetrievalConfig": "config", "CaptureConfig": "config", "claim": "outdir"}
 
 __all__ = sorted(_LAZY)
