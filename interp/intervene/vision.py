@@ -91,9 +91,13 @@ class StepRunner:
             run(inputs_embeds=emb, position_ids=pos[None].to(self.dev), past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
 
-    def _pass(self, cache, edits: Sequence[Edit], *, seg, names, stop_after: int | None = None, keep_z: bool = False):
-        rec = Recorder(seg, edits=compile_edits(edits, self.n_layers, self.n_heads, names), backend=self.backend,
-                       keep=False, keep_z=keep_z)
+    def _pass(self, run, rec: Recorder, cache, edits: Sequence[Edit], *, text: bool = False, stop_after: int | None = None,
+              keep_z: bool = False):
+        """One single-query pass inside an open ``activate`` context; the recorder is re-armed per pass
+        (entering the fused context once per step instead of once per pass saves most of the overhead)."""
+        rec.segments = None if text else self.seg
+        rec.edits = compile_edits(edits, self.n_layers, self.n_heads, () if text else self.names)
+        rec.keep_z, rec.last = keep_z, {}
         base = cache.get_seq_length()
         hook = None
         if stop_after is not None and stop_after < self.n_layers - 1:
@@ -101,9 +105,8 @@ class StepRunner:
             hook = layer.register_forward_hook(lambda *a: (_ for _ in ()).throw(_Stop()))
         out = None
         try:
-            with torch.no_grad(), activate(self.model, rec) as run:
-                out = run(inputs_embeds=self.next_embed, position_ids=torch.tensor([[self.pos]], device=self.dev),
-                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = run(inputs_embeds=self.next_embed, position_ids=torch.tensor([[self.pos]], device=self.dev),
+                      past_key_values=cache, use_cache=True, logits_to_keep=1)
         except _Stop:
             pass
         finally:
@@ -113,22 +116,30 @@ class StepRunner:
             _truncate(cache, base)
         return rec.last, (None if out is None else out.logits[0, -1].float())
 
+    def trial(self, edits: Sequence[Edit], layer: int, *, keep_z: bool = False):
+        """Layer ``layer``'s statistics at the current step under ``edits`` (the cache is left as it was)."""
+        rec = Recorder(self.seg, backend=self.backend, keep=False)
+        with torch.no_grad(), activate(self.model, rec) as run:
+            return self._pass(run, rec, self.cache, edits, stop_after=layer, keep_z=keep_z)[0][layer]
+
     def step(self, policy: "Policy | None", log: StepLog | None = None) -> torch.Tensor:
         """One generation step: returns the next-token logits ``[d_vocab]`` and advances the cache."""
-        text_stats = None
-        if self.text_cache is not None:
-            text_stats, _ = self._pass(self.text_cache, (), seg=None, names=(), keep_z=True)
-        edits: list[Edit] = []
-        if policy is not None:
-            for layer in policy.layer_list(self.n_layers):
-                stats, _ = self._pass(self.cache, edits, seg=self.seg, names=self.names, stop_after=layer, keep_z=policy.needs_z)
-                new, heads, values = policy.decide(self, layer, stats[layer], None if text_stats is None else text_stats[layer])
-                edits += new
-                if log is not None:
-                    log.chosen[(self.step_index, layer)] = heads
-                    if values is not None:
-                        log.values[(self.step_index, layer)] = values
-        _, logits = self._pass(self.cache, edits, seg=self.seg, names=self.names)
+        rec = Recorder(self.seg, backend=self.backend, keep=False)
+        with torch.no_grad(), activate(self.model, rec) as run:
+            text_stats = None
+            if self.text_cache is not None:
+                text_stats, _ = self._pass(run, rec, self.text_cache, (), text=True, keep_z=True)
+            edits: list[Edit] = []
+            if policy is not None:
+                for layer in policy.layer_list(self.n_layers):
+                    stats, _ = self._pass(run, rec, self.cache, edits, stop_after=layer, keep_z=policy.needs_z)
+                    new, heads, values = policy.decide(self, layer, stats[layer], None if text_stats is None else text_stats[layer])
+                    edits += new
+                    if log is not None:
+                        log.chosen[(self.step_index, layer)] = heads
+                        if values is not None:
+                            log.values[(self.step_index, layer)] = values
+            _, logits = self._pass(run, rec, self.cache, edits)
         self.step_index += 1
         return logits
 
