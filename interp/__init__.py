@@ -30,6 +30,9 @@ _EXPORTS = {
     "MixIdentity": "interp.edits",
     "RetrievalMask": "interp.edits",
     "generate_with_stats": "interp.attnstats.decode",
+    "vhd": "interp.analyze.vision",
+    "VHR": "interp.intervene.vision",
+    "VAR": "interp.intervene.vision",
 }
 
 __all__ = sorted(_EXPORTS)

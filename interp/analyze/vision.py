@@ -211,7 +211,7 @@ def vhd(model, its: Sequence[Item], *, batch_size: int = 8, top_k: int = DEFAULT
         per_item.append(d)
         for it, v in zip(chunk, d):
             rows.append({"layer": -1, "head": -1, "metric": "t_vhd", "value": t_vhd(v, top_k), "prompt_id": it.prompt_id,
-                         "condition": it.kind})
+                         "kind": it.kind})
     if not per_item:
         raise InputError("vhd needs at least one item")
     mean = torch.cat(per_item).mean(0)

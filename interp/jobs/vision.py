@@ -89,6 +89,7 @@ def run_vision(model, out: str | Path, config: VisionConfig = VisionConfig(), *,
     df = pd.concat([f for f in frames if len(f)], ignore_index=True)
     paths = {"vision": write_parquet(od.path / "vision.parquet", df)}
     summary = _summary(df, vhd_df, scan, dims, outcomes, captions)
+    summary["t_vhd_by_answer"] = _t_vhd_by_answer(vhd_df, answers, outcomes["baseline"].preds)
     example = _example(model, config, traps, kinds)
     paths["report"] = write_report(od.path / "report.html", f"Vision-aware heads · {model_name(model)}",
                                    _sections(model, df, vhd_df, sink_df, example, config), intro=_intro(summary, config))
@@ -178,6 +179,22 @@ def _summary(df, vhd_df, scan, dims, outcomes, captions) -> dict:
                                "trap_accuracy": val("trap_accuracy", c, "trap"), "chair_i": val("chair_i", c, "captions"),
                                "chair_s": val("chair_s", c, "captions")} for c in outcomes},
             "t_vhd_shape_words": {k: round(float(g.mean()), 4) for k, g in toks.groupby("shape_word")["value"] if k} if len(toks) else {}}
+
+
+def _t_vhd_by_answer(vhd_df, answers, preds) -> dict:
+    """Mean answer-step T-VHD of trap questions answered from the prior vs correctly, and of ordinary
+    questions answered correctly vs not (He et al.: hallucinated tokens have lower T-VHD)."""
+    t = vhd_df[vhd_df.metric == "t_vhd"].set_index("prompt_id")["value"]
+    groups: dict[str, list[float]] = {}
+    for it, p in zip(answers, preds):
+        if it.prompt_id not in t.index:
+            continue
+        if it.trap:
+            key = "trap_prior_answer" if p == it.prior else ("trap_correct" if p == it.answer else "trap_other")
+        else:
+            key = f"{it.group}_{'correct' if p == it.answer else 'wrong'}"
+        groups.setdefault(key, []).append(float(t[it.prompt_id]))
+    return {k: {"mean_t_vhd": round(sum(v) / len(v), 4), "n": len(v)} for k, v in sorted(groups.items())}
 
 
 def _example(model, config: VisionConfig, traps, kinds):
