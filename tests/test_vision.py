@@ -92,6 +92,23 @@ def test_text_only_model_is_rejected(tiny_llama):
         vlm_config(tiny_llama)
 
 
+def test_fused_vlm_pass_matches_the_bridge_llava_forward(llava, items):
+    """TransformerLens' LLaVA adapter hosts the model; the fused pass (image features scattered into the
+    embeddings) gives the bridge's logits and hook_z."""
+    from interp.analyze.vision import vlm_stats
+    from interp.images import vlm_batch
+
+    it = items[0][0]
+    b = vlm_batch(llava, [it.prompt], [it.image])
+    with torch.no_grad():
+        logits, cache = llava.run_with_cache(b.tokens, pixel_values=b.pixels)
+    st = vlm_stats(llava, b, return_z=True)
+    assert torch.allclose(st.logits, logits, atol=1e-5)
+    for layer in range(4):
+        z = cache[f"blocks.{layer}.attn.hook_z"][0]
+        assert torch.allclose(st.z[0, layer], z.reshape(st.z[0, layer].shape), atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------- VHD
 def test_vhd_of_a_head_blind_to_the_image_is_zero(llava, items):
     from interp.analyze.vision import vhd
