@@ -252,3 +252,10 @@ def test_shipped_tinyvlm_reaches_the_reported_accuracy():
     assert acc["all"] >= REPORTED["all"] - 0.05
     for kind in ("color", "shape", "count", "exist"):
         assert acc[kind] >= REPORTED[kind] - 0.1, kind
+
+
+def test_attention_stats_takes_a_plain_llava_with_text(llava):
+    import interp
+
+    st = interp.attention_stats(llava.original_model, "hello world", tokenizer=llava.tokenizer)
+    assert st.entropy.shape[:3] == (1, 4, 6)
