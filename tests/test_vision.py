@@ -80,6 +80,10 @@ def test_image_token_segment_must_match(llava, items):
     wrong[0, int(wrong[0].nonzero()[0])] = False
     with pytest.raises(InputError, match="image segment does not match"):
         check_image_tokens(llava, b.tokens, wrong)
+    from interp.analyze.vision import vlm_stats
+
+    with pytest.raises(InputError, match="image segment does not match"):
+        vlm_stats(llava, b, segments={"image": wrong})
     with pytest.raises(InputError, match="has 15 image tokens"):
         first = list(it.prompt).index(llava.original_model.config.image_token_id)
         vlm_batch(llava, [[t for i, t in enumerate(it.prompt) if i != first]], [it.image])

@@ -92,8 +92,11 @@ def vlm_stats(model, batch: VlmBatch, *, image: bool = True, segments: dict | No
         b, pos = batch, position_ids(Batch(batch.tokens, batch.attention_mask, "right"))
     else:
         b, pos = text_only(batch)
+    segments = dict(segments or {})
+    if "image" in segments:  # a user's image segment must be exactly the model's image tokens
+        check_image_tokens(model, batch.tokens, segments.pop("image"))
     segs = {"image": b.image_mask.float()}  # empty in the no-image branch, so edits naming it still compile
-    for name, m in (segments or {}).items():
+    for name, m in segments.items():
         segs[name] = torch.as_tensor(m).float() if image else _drop_image(batch, torch.as_tensor(m).float())
     names, seg = build_segments(segs, b.attention_mask, allow_overlap=True)
     hf = hf_model_of(model)
