@@ -181,9 +181,10 @@ def capture(prompt: List[str] = typer.Option(..., help="prompt text (several aft
 def vision(model: str = typer.Option("tinyvlm", help="a LLaVA-style model: tinyvlm, a local directory or a cached HF id"),
            out: Path = typer.Option(Path("runs/vision"), help="output directory"),
            seed: int = typer.Option(1000, help="seed of the held-out shapes sets"),
-           n_ordinary: int = typer.Option(30, help="held-out scenes with ordinary questions"),
-           n_trap: int = typer.Option(24, help="trap scenes (a prior shape in a rare color; 3 questions each)"),
-           n_captions: int = typer.Option(8, help="scenes captioned for the CHAIR-style rates"),
+           n_ordinary: int = typer.Option(10, help="held-out scenes with ordinary questions"),
+           n_trap: int = typer.Option(6, help="trap scenes (a prior shape in a rare color; 3 questions each)"),
+           n_captions: int = typer.Option(4, help="scenes captioned for the CHAIR-style rates"),
+           max_caption_tokens: int = typer.Option(20, help="most tokens per caption"),
            alpha: float = typer.Option(2.0, help="VHR: factor on the selected heads' outputs (1 = identity)"),
            vhr_layers: List[int] = typer.Option([], help="VHR layers (default: the first half)"),
            p: float = typer.Option(0.6, help="VAR: share of sink attention kept (1 = identity)"),
@@ -200,7 +201,8 @@ def vision(model: str = typer.Option("tinyvlm", help="a LLaVA-style model: tinyv
     """Vision-aware heads: VHD/T-VHD, VHR and VAR vs random-head controls → vision.parquet, report.html, run.json."""
     from interp.jobs.config import VisionConfig
 
-    config = VisionConfig(seed=seed, n_ordinary=n_ordinary, n_trap=n_trap, n_captions=n_captions, alpha=alpha,
+    config = VisionConfig(seed=seed, n_ordinary=n_ordinary, n_trap=n_trap, n_captions=n_captions,
+                          max_caption_tokens=max_caption_tokens, alpha=alpha,
                           vhr_layers=tuple(vhr_layers), p=p, rho=rho, summ=summ, tau=tau, var_layers=tuple(var_layers),
                           top_k=top_k, image=None if image is None else str(image), question=question, resize=resize)
     _prepare("vision", model, out, config)

@@ -263,3 +263,17 @@ def test_attention_stats_takes_a_plain_llava_with_text(llava):
 
     st = interp.attention_stats(llava.original_model, "hello world", tokenizer=llava.tokenizer)
     assert st.entropy.shape[:3] == (1, 4, 6)
+
+
+def test_inline_decisions_equal_the_trial_pass_reference(llava, items):
+    from interp.analyze.vision import sink_dims
+    from interp.intervene.vision import VAR, VHR, RandomHeads, run_item, var_segments
+
+    it = items[1][0]
+    seg = var_segments(llava, it, sink_dims(llava), tau=2.0)
+    for pol in (VHR(alpha=2.0), VAR(p=0.5, summ=0.0)):
+        ref = run_item(llava, it, pol, segments=seg, max_new_tokens=2, reference=True)
+        fast = run_item(llava, it, pol, segments=seg, max_new_tokens=2)
+        assert ref[0] == fast[0] and torch.equal(ref[1], fast[1]) and ref[2].chosen == fast[2].chosen
+        ctl = [run_item(llava, it, RandomHeads(pol, ref[2], seed=1), segments=seg, max_new_tokens=2, reference=r) for r in (True, False)]
+        assert torch.equal(ctl[0][1], ctl[1][1]) and ctl[0][2].chosen == ctl[1][2].chosen

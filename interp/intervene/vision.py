@@ -2,11 +2,12 @@
 
 Both papers decide *per sample, per generation step, layer by layer*: what layer l does depends on the
 edits already made in layers < l. :class:`StepRunner` reproduces that with the KV cache: the prompt except
-its last token is prefilled unedited; at each generation step, for every edited layer l in order, a trial
-pass (stopped right after layer l) reads layer l's statistics under the edits chosen so far, the policy
-adds layer l's edits, and a final pass with all of them produces the logits (and the cache entry). Edits
-therefore act on generation-step queries only, never on the prompt prefill. Everything runs through the
-fused attention path; the edits are :mod:`interp.edits` values.
+its last token is prefilled unedited; at each generation step the policy reads layer l's statistics (under
+the edits chosen for earlier layers) and picks layer l's edits. The reference does this with one trial pass
+per edited layer (stopped right after it) and a final pass; the default does it inside one pass, rerunning
+an edited layer's attention call (same logits bit for bit, tested). Edits therefore act on generation-step
+queries only, never on the prompt prefill. Everything runs through the fused attention path; the edits are
+:mod:`interp.edits` values.
 
 **VHR** (:class:`VHR`): per layer, VHD of every head (see :mod:`interp.analyze.vision`; the no-image branch
 runs alongside, unedited); heads above the layer's median VHD and not above mean + 1 std (outlier surges)
@@ -122,26 +123,69 @@ class StepRunner:
         with torch.no_grad(), activate(self.model, rec) as run:
             return self._pass(run, rec, self.cache, edits, stop_after=layer, keep_z=keep_z)[0][layer]
 
-    def step(self, policy: "Policy | None", log: StepLog | None = None) -> torch.Tensor:
-        """One generation step: returns the next-token logits ``[d_vocab]`` and advances the cache."""
+    def step(self, policy: "Policy | None", log: StepLog | None = None, *, reference: bool = False) -> torch.Tensor:
+        """One generation step: returns the next-token logits ``[d_vocab]`` and advances the cache.
+
+        ``reference=True`` decides layer by layer with trial passes (one stopped pass per edited layer, then a
+        final pass): the readable specification. The default decides inside one pass: a hook on each edited
+        layer's attention reads that layer's statistics (computed under the edits of earlier layers), lets
+        the policy choose, and, if it chose edits, drops the layer's fresh cache entry and reruns that
+        attention call with them. Both give the same logits bit for bit (tested)."""
         rec = Recorder(self.seg, backend=self.backend, keep=False)
         with torch.no_grad(), activate(self.model, rec) as run:
             text_stats = None
             if self.text_cache is not None:
                 text_stats, _ = self._pass(run, rec, self.text_cache, (), text=True, keep_z=True)
-            edits: list[Edit] = []
-            if policy is not None:
-                for layer in policy.layer_list(self.n_layers):
-                    stats, _ = self._pass(run, rec, self.cache, edits, stop_after=layer, keep_z=policy.needs_z)
-                    new, heads, values = policy.decide(self, layer, stats[layer], None if text_stats is None else text_stats[layer])
-                    edits += new
-                    if log is not None:
-                        log.chosen[(self.step_index, layer)] = heads
-                        if values is not None:
-                            log.values[(self.step_index, layer)] = values
-            _, logits = self._pass(run, rec, self.cache, edits)
+            if policy is None:
+                _, logits = self._pass(run, rec, self.cache, ())
+            elif reference:
+                logits = self._step_trials(run, rec, policy, log, text_stats)
+            else:
+                logits = self._step_inline(run, rec, policy, log, text_stats)
         self.step_index += 1
         return logits
+
+    def _record(self, log, layer, heads, values) -> None:
+        if log is not None:
+            log.chosen[(self.step_index, layer)] = heads
+            if values is not None:
+                log.values[(self.step_index, layer)] = values
+
+    def _step_trials(self, run, rec, policy, log, text_stats):
+        edits: list[Edit] = []
+        for layer in policy.layer_list(self.n_layers):
+            stats, _ = self._pass(run, rec, self.cache, edits, stop_after=layer, keep_z=policy.needs_z)
+            new, heads, values = policy.decide(self, layer, stats[layer], None if text_stats is None else text_stats[layer])
+            edits += new
+            self._record(log, layer, heads, values)
+        return self._pass(run, rec, self.cache, edits)[1]
+
+    def _step_inline(self, run, rec, policy, log, text_stats):
+        layers = self.hf.model.language_model.layers
+        rerunning = set()
+
+        def hook(module, args, kwargs, output, layer):
+            if layer in rerunning:
+                return output
+            new, heads, values = policy.decide(self, layer, rec.last[layer], None if text_stats is None else text_stats[layer])
+            self._record(log, layer, heads, values)
+            if not new:
+                return output
+            rec.edits[layer] = compile_edits(new, self.n_layers, self.n_heads, self.names)[layer]
+            self.cache.layers[layer].crop(-1)  # the first call already appended this step's key/value
+            rerunning.add(layer)
+            try:
+                return module(*args, **kwargs)
+            finally:
+                rerunning.discard(layer)
+
+        handles = [layers[l].self_attn.register_forward_hook(lambda m, a, k, o, l=l: hook(m, a, k, o, l), with_kwargs=True)
+                   for l in policy.layer_list(self.n_layers)]
+        try:
+            return self._pass(run, rec, self.cache, (), keep_z=policy.needs_z)[1]
+        finally:
+            for h in handles:
+                h.remove()
 
     def feed(self, token: int) -> None:
         self.next_embed = self.hf.get_input_embeddings()(torch.tensor([[token]], device=self.dev))
@@ -284,13 +328,14 @@ def var_segments(model, item: Item, dims: Sequence[int], tau: float = 20.0) -> d
 
 
 def run_item(model, item: Item, policy: Policy | None, *, max_new_tokens: int = 1, stop_ids: Sequence[int] = (),
-             segments=None, backend: str = "auto") -> tuple[list[int], torch.Tensor, StepLog]:
-    """Greedy decoding of one item under ``policy``: generated ids, first-step logits, and the policy's log."""
+             segments=None, backend: str = "auto", reference: bool = False) -> tuple[list[int], torch.Tensor, StepLog]:
+    """Greedy decoding of one item under ``policy``: generated ids, first-step logits, and the policy's log
+    (``reference=True``: decide with trial passes, see :meth:`StepRunner.step`)."""
     text = policy is not None and policy.text_branch
     runner = StepRunner(model, item, segments=segments, text_branch=text, backend=backend)
     log, out, first = StepLog(), [], None
     for _ in range(max_new_tokens):
-        logits = runner.step(policy, log)
+        logits = runner.step(policy, log, reference=reference)
         first = logits if first is None else first
         tok = int(logits.argmax())
         out.append(tok)

@@ -212,10 +212,10 @@ class VisionConfig:
     layers; VAR: every layer but the last)."""
 
     seed: int = 1000
-    n_ordinary: int = 30  # held-out scenes with ordinary questions (up to 4 per scene)
-    n_trap: int = 24  # trap scenes (3 questions each)
-    n_captions: int = 8
-    max_caption_tokens: int = 24
+    n_ordinary: int = 10  # held-out scenes with ordinary questions (up to 4 per scene)
+    n_trap: int = 6  # trap scenes (3 questions each)
+    n_captions: int = 4
+    max_caption_tokens: int = 20
     top_k: int = 10  # T-VHD: mean of the top-k head VHDs of a step
     alpha: float = 2.0
     vhr_layers: tuple[int, ...] = ()

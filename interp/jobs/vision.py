@@ -145,7 +145,7 @@ def _centric_frame(model, answers, segments, config: VisionConfig) -> pd.DataFra
     from interp.images import vlm_batch
 
     ratios, centric = [], []
-    for it in answers[: min(len(answers), 32)]:
+    for it in answers[: min(len(answers), 16)]:
         seg = segments(it)
         b = vlm_batch(model, [it.prompt], [it.image], pad_id=V._pad(model))
         st = V.vlm_stats(model, b, segments={k: v[None] for k, v in seg.items()})
