@@ -23,8 +23,6 @@ it ``≤ ρ`` (0.5).
 """
 from __future__ import annotations
 
-import contextlib
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -155,7 +153,9 @@ class Item:
 
 
 def items(model, samples: Sequence[shapes.Sample], kinds: Sequence[str] | None = None) -> list[Item]:
-    """Flatten shapes samples into prompts for ``model`` (its tokenizer, image token and count)."""
+    """Flatten shapes samples into prompts for ``model`` (its tokenizer, image token and count). The prompts use
+    tinyvlm's (SmolLM2's) chat markup; for a LLaVA checkpoint with another template, build token ids with its
+    own template and :func:`interp.images.vlm_batch`."""
     from interp.images import n_image_tokens
     from interp.models.tinyvlm import chat_ids
 

@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from interp.analyze.vision import Item, image_embeds, predict, scan_sinks, sink_dims
+from interp.analyze.vision import Item, image_embeds, predict, scan_sinks, sink_dims  # noqa: F401 (sink_dims re-exported)
 from interp.attnstats.fused import Recorder, activate, hf_model_of
 from interp.attnstats.segments import build_segments
 from interp.edits import Edit, ScaleHeadOutput, ScaleSegment, compile_edits
 from interp.errors import InputError
-from interp.images import VlmBatch, vlm_batch, vlm_config
+from interp.images import vlm_batch, vlm_config
 from interp.types import HeadId
 
 
