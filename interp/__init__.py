@@ -51,6 +51,9 @@ _EXPORTS = {
     "path_patching": "interp.analyze.patching",
     "attribution_patching": "interp.analyze.attribution",
     "sweep_heads": "interp.sweep.heads",
+    "vhd": "interp.analyze.vision",
+    "VHR": "interp.intervene.vision",
+    "VAR": "interp.intervene.vision",
 }
 
 __all__ = sorted(_EXPORTS)

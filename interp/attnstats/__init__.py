@@ -155,7 +155,8 @@ class _HfHost:
         from types import SimpleNamespace
 
         self._hf, self.tokenizer = hf, tokenizer
-        self.cfg = SimpleNamespace(d_vocab=hf.config.vocab_size, default_prepend_bos=False)
+        cfg = getattr(hf.config, "text_config", None) or hf.config  # LLaVA-style configs keep the vocabulary there
+        self.cfg = SimpleNamespace(d_vocab=cfg.vocab_size, default_prepend_bos=False)
 
     def parameters(self):
         return self._hf.parameters()

@@ -8,8 +8,9 @@ from __future__ import annotations
 from interp._lazy import lazy_getattr
 
 _LAZY = {"run_atlas": ".atlas", "run_sinks": ".sinks", "run_entropy": ".sinks", "run_retrieval": ".retrieval",
-         "run_capture": ".capture", "AtlasConfig": ".config", "SinksConfig": ".config", "EntropyConfig": ".config",
-         "RetrievalConfig": ".config", "CaptureConfig": ".config", "claim": ".outdir"}
+         "run_capture": ".capture", "run_vision": ".vision", "AtlasConfig": ".config", "SinksConfig": ".config",
+         "EntropyConfig": ".config", "RetrievalConfig": ".config", "CaptureConfig": ".config", "VisionConfig": ".config",
+         "claim": ".outdir"}
 
 __all__ = sorted(_LAZY)
 
