@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= runs/atlas
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean gpu-check fuzz
 
 install: $(STAMP)
 
@@ -29,6 +29,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attn_stats.py
+
+# CUDA machine: compiled-Triton kernel tests + fp16/bf16 benchmarks vs SDPA in one table (interpreter tests elsewhere)
+gpu-check:
+	INTERP_PY=$(BIN)/python bash benchmarks/gpu_check.sh
+
+# long property-based run of the fused path against HF eager (CI runs 100 derandomized examples)
+fuzz: $(STAMP)
+	INTERP_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_eager.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,20 +1,31 @@
-"""Benchmark the attention-statistics kernels against torch SDPA on SmolLM2-like shapes.
+"""Benchmark the attention-statistics kernels against torch SDPA on SmolLM2-like shapes (one layer).
 
-batch 1, 9 query heads / 3 kv heads, d_head 64, causal, fp32; the stats kernels also produce 2 segment
-masses (first token + one span) and key_mass. Median of 3 wall times after one warm-up call.
+batch 1, 9 query heads / 3 kv heads, d_head 64, causal; the stats kernels also produce 2 segment masses (first
+token + one span) and key_mass. Median of ``--reps`` wall times after one warm-up call, both measured side by
+side in one run.
 
-    PYTHONPATH=. python benchmarks/attn_kernel.py [--sizes 512,1024,2048,4096,8192] [--threads 2]
+    PYTHONPATH=. python benchmarks/attn_kernel.py [--sizes 512,1024,2048,4096,8192] [--threads N] [--contention]
+    PYTHONPATH=. python benchmarks/attn_kernel.py --device cuda --dtypes float16,bfloat16     # triton vs SDPA (flash)
+
+``--contention`` runs a bounded busy process pinned to core 0 for the duration (a shared machine).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-from interp.attnstats.kernels import attn_stats_kernel, triton_available
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _contention import busy_core  # noqa: E402
+
+from interp.attnstats.kernels import attn_stats_kernel, triton_available  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _median_time(fn, reps: int = 3, sync=lambda: None) -> float:
@@ -29,11 +40,11 @@ def _median_time(fn, reps: int = 3, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-def _inputs(n: int, device: str, heads: int = 9, kv: int = 3, d: int = 64):
+def _inputs(n: int, device: str, dtype=torch.float32, heads: int = 9, kv: int = 3, d: int = 64):
     g = torch.Generator(device="cpu").manual_seed(n)
-    q = torch.randn(1, heads, n, d, generator=g).to(device)
-    k = torch.randn(1, kv, n, d, generator=g).to(device)
-    v = torch.randn(1, kv, n, d, generator=g).to(device)
+    q = torch.randn(1, heads, n, d, generator=g).to(device, dtype)
+    k = torch.randn(1, kv, n, d, generator=g).to(device, dtype)
+    v = torch.randn(1, kv, n, d, generator=g).to(device, dtype)
     seg = torch.zeros(1, 2, n)
     seg[:, 0, 0] = 1
     seg[:, 1, n // 4 : n // 2] = 1
@@ -44,39 +55,59 @@ def _sdpa(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="512,1024,2048,4096,8192")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 1, 9/3 heads, d_head 64, causal, fp32")
+def _stats(q, k, v, seg, backend):
+    return attn_stats_kernel(q, k, v, scale=0.125, causal=True, segments=seg, key_mass=True, backend=backend)
+
+
+def cpu_table(sizes, reps: int) -> None:
     print(f"{'n':>6} | {'sdpa ms':>9} | {'cpu stats ms':>12} | {'cpu/sdpa':>8}")
     print("-" * 46)
     for n in sizes:
         q, k, v, seg = _inputs(n, "cpu")
-        t_sdpa = _median_time(lambda: _sdpa(q, k, v))
-        t_cpu = _median_time(lambda: attn_stats_kernel(
-            q, k, v, scale=0.125, causal=True, segments=seg, key_mass=True, backend="cpu"))
+        t_sdpa = _median_time(lambda: _sdpa(q, k, v), reps)
+        t_cpu = _median_time(lambda: _stats(q, k, v, seg, "cpu"), reps)
         print(f"{n:>6} | {t_sdpa * 1e3:>9.1f} | {t_cpu * 1e3:>12.1f} | {t_cpu / t_sdpa:>8.2f}", flush=True)
-    cuda_table(sizes)
 
 
-def cuda_table(sizes) -> None:
+def cuda_table(sizes, dtypes=("float16", "bfloat16"), reps: int = 10) -> None:
     """On a CUDA machine: the Triton stats kernel (output + all statistics) against SDPA, d_head 64."""
-    if torch.cuda.is_available() and triton_available():
-        sync = torch.cuda.synchronize
-        print()
-        print(f"CUDA ({torch.cuda.get_device_name()}): triton stats kernel vs SDPA")
-        print(f"{'n':>6} | {'sdpa ms':>9} | {'triton ms':>10} | {'triton/sdpa':>11}")
-        print("-" * 46)
+    if not (torch.cuda.is_available() and triton_available()):
+        return
+    sync = torch.cuda.synchronize
+    print()
+    print(f"CUDA ({torch.cuda.get_device_name()}): triton stats kernel (2 segments + key_mass) vs SDPA, per layer")
+    print(f"{'dtype':>9} | {'n':>6} | {'sdpa ms':>9} | {'triton ms':>10} | {'no key_mass':>11} | {'triton/sdpa':>11} | {'w/o km':>6}")
+    print("-" * 80)
+    for name in dtypes:
         for n in sizes:
-            q, k, v, seg = _inputs(n, "cuda")
-            t_sdpa = _median_time(lambda: _sdpa(q, k, v), sync=sync)
-            t_tri = _median_time(lambda: attn_stats_kernel(
-                q, k, v, scale=0.125, causal=True, segments=seg, key_mass=True, backend="triton"), sync=sync)
-            print(f"{n:>6} | {t_sdpa * 1e3:>9.2f} | {t_tri * 1e3:>10.2f} | {t_tri / t_sdpa:>11.2f}", flush=True)
+            q, k, v, seg = _inputs(n, "cuda", DTYPES[name])
+            t_sdpa = _median_time(lambda: _sdpa(q, k, v), reps, sync)
+            t_tri = _median_time(lambda: _stats(q, k, v, seg, "triton"), reps, sync)
+            t_nokm = _median_time(lambda: attn_stats_kernel(q, k, v, scale=0.125, causal=True, segments=seg,
+                                                            backend="triton"), reps, sync)
+            print(f"{name:>9} | {n:>6} | {t_sdpa * 1e3:>9.3f} | {t_tri * 1e3:>10.3f} | {t_nokm * 1e3:>11.3f} | "
+                  f"{t_tri / t_sdpa:>11.2f} | {t_nokm / t_sdpa:>6.2f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="512,1024,2048,4096,8192")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtypes", default="float16,bfloat16", help="CUDA dtypes")
+    ap.add_argument("--contention", action="store_true", help="a busy process pinned to core 0 while timing")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with busy_core(args.contention):
+        if args.device == "cuda":
+            cuda_table(sizes, args.dtypes.split(","), reps=max(args.reps, 10))
+            return
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 1, 9/3 heads, d_head 64, causal, fp32; "
+              f"median of {args.reps}{'; CONTENTION: one busy process on core 0' if args.contention else ''}")
+        cpu_table(sizes, args.reps)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ Prints median wall time of `--reps` runs (after one warm-up), peak RSS, and the 
 
     python benchmarks/attn_stats.py                 # n = 512 1024 2048 4096 8192
     python benchmarks/attn_stats.py --n 512 1024 --reps 2
+    python benchmarks/attn_stats.py --contention    # a bounded busy process pinned to core 0 meanwhile
+    python benchmarks/attn_stats.py --rows --n 8192 # also attention_rows (4 heads x 4 queries), time and peak RSS
+    python benchmarks/attn_stats.py --device cuda --dtype bfloat16   # on a GPU (no TL column)
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import subprocess
 import sys
 import time
 
-MODES = ("sdpa", "stats", "tl")
+MODES = ("sdpa", "stats", "tl", "rows")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tokens(n: int):
@@ -33,35 +37,48 @@ def _tokens(n: int):
     return t
 
 
-def _worker(mode: str, n: int, reps: int) -> dict:
+def _worker(mode: str, n: int, reps: int, device: str = "cpu", dtype: str = "float32") -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     from interp.models import bundled, load_model
 
-    toks = _tokens(n)
+    dt = getattr(torch, dtype)
+    toks = _tokens(n).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if mode == "sdpa":
         from transformers import AutoModelForCausalLM
 
-        hf = AutoModelForCausalLM.from_pretrained(bundled.smollm2_dir(), dtype=torch.float32, attn_implementation="sdpa").eval()
+        hf = AutoModelForCausalLM.from_pretrained(bundled.smollm2_dir(), dtype=dt, attn_implementation="sdpa").eval().to(device)
         run = lambda: hf(input_ids=toks, use_cache=False).logits  # noqa: E731
     elif mode == "stats":
         from interp.attnstats import attention_stats
 
-        model = load_model("smollm2-135m", device="cpu")
+        model = load_model("smollm2-135m", device=device, dtype=dt)
         segs = {"first": "first", "span": (n // 2, n // 2 + 16)}
         run = lambda: attention_stats(model, toks, segments=segs, key_mass=True).logits  # noqa: E731
+    elif mode == "rows":
+        from interp.attnstats.rows import attention_rows
+
+        model = load_model("smollm2-135m", device=device, dtype=dt)
+        heads = ["L18H6", "L18H7", "L20H6", "L29H0"]
+        run = lambda: attention_rows(model, toks, heads=heads, queries=[0, n // 2, -2, -1])  # noqa: E731
     else:
         model = load_model("smollm2-135m", device="cpu")
         run = lambda: _tl_run(model, toks, n)  # noqa: E731
     times = []
     with torch.no_grad():
         for i in range(reps + 1):
+            sync()
             t0 = time.perf_counter()
             run()
+            sync()
             if i:  # the first run warms up allocator and kernels
                 times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    return {"median_s": statistics.median(times), "peak_rss_gb": peak}
 
 
 def _tl_run(model, toks, n):
@@ -85,10 +102,10 @@ def _tl_fits(n: int) -> bool:
     return need < 0.85 * total
 
 
-def _run_mode(mode: str, n: int, reps: int) -> dict | None:
-    if mode == "tl" and not _tl_fits(n):
+def _run_mode(mode: str, n: int, reps: int, device: str = "cpu", dtype: str = "float32") -> dict | None:
+    if mode == "tl" and (device != "cpu" or not _tl_fits(n)):
         return None
-    cmd = [sys.executable, __file__, "--worker", mode, "--n", str(n), "--reps", str(reps)]
+    cmd = [sys.executable, __file__, "--worker", mode, "--n", str(n), "--reps", str(reps), "--device", device, "--dtype", dtype]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["killed"])[-1][:80], "returncode": out.returncode}
@@ -100,36 +117,54 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--worker", choices=MODES)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--contention", action="store_true", help="a bounded busy process pinned to core 0 meanwhile")
+    ap.add_argument("--rows", action="store_true", help="also time attention_rows (4 heads x 4 queries)")
+    ap.add_argument("--no-tl", action="store_true", help="skip the TransformerLens column")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.n[0], args.reps)))
+        print(json.dumps(_worker(args.worker, args.n[0], args.reps, args.device, args.dtype)))
         return
+    from _contention import busy_core
+
+    with busy_core(args.contention):
+        _table(args)
+
+
+def _table(args) -> None:
     import torch
 
-    print(f"SmolLM2-135M, batch 1, fp32, {torch.get_num_threads()} threads, median of {args.reps} (after 1 warm-up)")
+    print(f"SmolLM2-135M, batch 1, {args.dtype} on {args.device}, {torch.get_num_threads()} threads, median of {args.reps} "
+          f"(after 1 warm-up){'; CONTENTION: one busy process on core 0' if args.contention else ''}")
     hdr = f"{'n':>6} | {'(a) sdpa s':>10} {'GB':>5} | {'(b) stats s':>11} {'GB':>5} | {'(c) TL s':>9} {'GB':>5} | {'b/a time':>8} {'b/a mem':>7} | {'c/b time':>8} {'c/b mem':>7}"
     print(hdr)
     print("-" * len(hdr))
+    rows = {}
     for n in args.n:
-        r = {m: _run_mode(m, n, args.reps) for m in MODES}
+        modes = [m for m in ("sdpa", "stats", "tl") if not (m == "tl" and args.no_tl)]
+        r = {m: _run_mode(m, n, args.reps, args.device, args.dtype) for m in modes}
+        r.setdefault("tl", {"skipped": True})
+        if args.rows:
+            rows[n] = _run_mode("rows", n, args.reps, args.device, args.dtype)
         print(_row(n, r), flush=True)
-    if torch.cuda.is_available():
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from attn_kernel import cuda_table
-
-        cuda_table(args.n)
+    for n, r in rows.items():
+        print(f"attention_rows n={n}: {_fmt(r, 'median_s', 6)} s, peak {_fmt(r, 'peak_rss_gb', 5)} GB "
+              "(4 heads x 4 queries, forward stops after layer 29)")
 
 
 def _fmt(r, key, w):
     if r is None:
         return f"{'OOM':>{w}}"
+    if "skipped" in r:
+        return f"{'-':>{w}}"
     if "error" in r:
         return f"{'ERR':>{w}}"
     return f"{r[key]:>{w}.2f}"
 
 
 def _ratio(x, y, key):
-    if not x or not y or "error" in x or "error" in y:
+    if not x or not y or "error" in x or "error" in y or "skipped" in x or "skipped" in y:
         return "     -"
     return f"{x[key] / y[key]:6.2f}"
 

@@ -18,6 +18,7 @@ _EXPORTS = {
     "validate_frame": "interp.schema",
     "attention_stats": "interp.attnstats",
     "AttnStats": "interp.attnstats",
+    "attention_rows": "interp.attnstats.rows",
     "analyze_sinks": "interp.analyze.sinks",
     "massive_activations": "interp.analyze.sinks",
     "analyze_entropy": "interp.analyze.entropy",
@@ -50,6 +51,9 @@ _EXPORTS = {
     "path_patching": "interp.analyze.patching",
     "attribution_patching": "interp.analyze.attribution",
     "sweep_heads": "interp.sweep.heads",
+    "vhd": "interp.analyze.vision",
+    "VHR": "interp.intervene.vision",
+    "VAR": "interp.intervene.vision",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | sweep | plot``.
+"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | vision | sweep | plot``.
 
 Every verb follows one pattern: build the job's config (argument checks), resolve the model name to its config
 and check the job against it (context length, model kind, head counts), claim the output folder (created,
@@ -289,6 +289,41 @@ def steer(prompt: str = typer.Option(..., help="prompt to continue"),
     from interp.jobs.patch import steer_text
 
     typer.echo(steer_text(m, config))
+
+
+@app.command()
+def vision(model: str = typer.Option("tinyvlm", help="a LLaVA-style model: tinyvlm, a local directory or a cached HF id"),
+           out: Path = typer.Option(Path("runs/vision"), help="output directory"),
+           seed: int = typer.Option(1000, help="seed of the held-out shapes sets"),
+           n_ordinary: int = typer.Option(10, help="held-out scenes with ordinary questions"),
+           n_trap: int = typer.Option(6, help="trap scenes (a prior shape in a rare color; 3 questions each)"),
+           n_captions: int = typer.Option(4, help="scenes captioned for the CHAIR-style rates"),
+           max_caption_tokens: int = typer.Option(20, help="most tokens per caption"),
+           alpha: float = typer.Option(2.0, help="VHR: factor on the selected heads' outputs (1 = identity)"),
+           vhr_layers: List[int] = typer.Option([], help="VHR layers (default: the first half)"),
+           p: float = typer.Option(0.6, help="VAR: share of sink attention kept (1 = identity)"),
+           rho: float = typer.Option(0.5, help="VAR: image-centric if the visual-sink share of image attention <= rho"),
+           summ: float = typer.Option(0.2, help="VAR: ... and the image attention >= summ"),
+           tau: float = typer.Option(20.0, help="VAR: sink threshold on the RMS-normalized activation in the sink dims"),
+           var_layers: List[int] = typer.Option([], help="VAR layers (default: all but the last)"),
+           top_k: int = typer.Option(10, help="T-VHD: mean of the top-k head VHDs"),
+           image: Optional[Path] = typer.Option(None, help="example image for the attention overlay (default: a trap scene)"),
+           question: str = typer.Option("Describe the image.", help="question asked about --image"),
+           resize: bool = typer.Option(True, help="resize an --image of another size (with a warning) instead of rejecting it"),
+           device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+           threads: str = typer.Option("auto", help=THREADS_HELP), quiet: bool = typer.Option(False, help="no progress bar")):
+    """Vision-aware heads: VHD/T-VHD, VHR and VAR vs random-head controls → vision.parquet, report.html, run.json."""
+    from interp.jobs.config import VisionConfig
+
+    config = VisionConfig(seed=seed, n_ordinary=n_ordinary, n_trap=n_trap, n_captions=n_captions,
+                          max_caption_tokens=max_caption_tokens, alpha=alpha,
+                          vhr_layers=tuple(vhr_layers), p=p, rho=rho, summ=summ, tau=tau, var_layers=tuple(var_layers),
+                          top_k=top_k, image=None if image is None else str(image), question=question, resize=resize)
+    _prepare("vision", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.vision import run_vision
+
+    _echo_paths(run_vision(m, out, config, progress=not quiet))
 
 
 def expand_lists(argv: list[str]) -> list[str]:

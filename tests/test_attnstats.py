@@ -1,4 +1,8 @@
 """Model-level fused attention statistics: equality with eager patterns, edits, segments, bad input."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before any triton import: the triton backend runs on CPU
+
 import pytest
 import torch
 
@@ -6,7 +10,7 @@ import interp
 from interp.attnstats import attention_stats
 from interp.attnstats.eager import stats_from_pattern
 from interp.attnstats.fused import _unwrap_bridge
-from interp.edits import MixIdentity, MixUniform, ScaleHeadOutput, ScaleSegment
+from interp.edits import MixIdentity, MixUniform, ScaleHeadOutput, ScaleSegment, SetPattern
 from interp.errors import InputError, UnknownNameError, UnsupportedModelError
 from interp.types import HeadId
 
@@ -146,3 +150,79 @@ def test_bad_inputs(tiny_llama, monkeypatch):
     monkeypatch.setattr(type(tiny_llama.original_model), "_supports_attention_backend", False)
     with pytest.raises(UnsupportedModelError, match="backend='eager'"):
         attention_stats(tiny_llama, TEXTS)
+
+
+ROW_EDITS = [[MixUniform(HeadId(1, 3), 1.0)],
+             [ScaleHeadOutput(HeadId(0, 2), 0.0), ScaleSegment(HeadId(1, 1), "first", 0.3, mode="redistribute")],
+             [SetPattern(HeadId(1, 0), (2, 3), [0.5, 0.5]), MixIdentity(HeadId(0, 5), 0.7)]]
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_row_edits_equal_separate_runs(tiny_llama, backend):
+    texts = ["the quick fox", "hello", "a b c d e"]
+    st = attention_stats(tiny_llama, texts, row_edits=ROW_EDITS, edits=[ScaleHeadOutput(HeadId(1, 4), 0.5)],
+                         padding_side="left", backend=backend, key_mass=True)
+    for b in range(3):
+        one = attention_stats(tiny_llama, texts[b], edits=[ScaleHeadOutput(HeadId(1, 4), 0.5), *ROW_EDITS[b]],
+                              backend=backend, key_mass=True)
+        v = st.attention_mask[b].bool()
+        for name in ("entropy", "max_weight", "lse", "key_mass"):
+            assert (getattr(st, name)[b][..., v] - getattr(one, name)[0]).abs().max() < 1e-5, name
+        assert (st.logits[b][v] - one.logits[0]).abs().max() < 1e-4
+    start = int(st.attention_mask[2].argmax())  # SetPattern positions count from the first real token
+    assert torch.allclose(st.max_weight[2, 1, 0, start + 2:start + 4], torch.tensor(0.5))
+
+
+def test_set_pattern_validation_and_compile(tiny_llama):
+    with pytest.raises(InputError, match="sum to"):
+        SetPattern(HeadId(0, 0), (2,), [0.5, 0.2])
+    with pytest.raises(InputError, match=">= 0"):
+        SetPattern(HeadId(0, 0), (2,), [1.5, -0.5])
+    with pytest.raises(InputError, match="later keys"):
+        SetPattern(HeadId(0, 0), (1,), [0.5, 0.0, 0.5])
+    with pytest.raises(InputError, match="exceed"):
+        attention_stats(tiny_llama, ["a b", "a b c d e f"], edits=[SetPattern(HeadId(0, 0), (4,), [1.0])])
+    with pytest.raises(InputError, match="one edit list per row"):
+        attention_stats(tiny_llama, ["a b", "c d"], row_edits=[[]])
+    from interp.edits import compile_edits
+
+    per_head = compile_edits([MixUniform(HeadId(1, 2), 0.5)], 2, 6, ())
+    assert per_head[1].uniform_mix.shape == (6,)
+    per_row = compile_edits([MixUniform(HeadId(1, 2), 0.5)], 2, 6, (), row_edits=[[], [MixUniform(HeadId(1, 3), 1.0)]])
+    assert per_row[1].uniform_mix.tolist() == [[0, 0, 0.5, 0, 0, 0], [0, 0, 0.5, 1.0, 0, 0]]
+
+
+def test_sliding_window_shorter_than_prompt_names_eager():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                        num_key_value_heads=2, sliding_window=8, max_position_embeddings=64)
+    hf = MistralForCausalLM(cfg).eval()
+    attention_stats(hf, torch.arange(1, 9)[None])  # 8 tokens fit the window: nothing is masked
+    with pytest.raises(UnsupportedModelError, match="backend='eager'"):
+        attention_stats(hf, torch.arange(1, 10)[None])
+
+
+# Documented tolerance of bf16 models against fp32 eager: q/k/v and the residual stream are rounded to bf16
+# (8 mantissa bits), the statistics are still accumulated in fp32.
+BF16_TOL = {"entropy": 0.05, "max_weight": 0.02, "segment_mass": 0.02}
+
+
+def test_bf16_model_stats_close_to_fp32_eager():
+    import copy
+
+    from interp.models.tiny import build_tiny
+
+    hf, _ = build_tiny("llama", seed=0)
+    toks = torch.randint(3, 200, (2, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(toks)
+    mask[1, :7] = 0
+    st16 = attention_stats(copy.deepcopy(hf).to(torch.bfloat16), toks, attention_mask=mask, backend="cpu")
+    st32 = attention_stats(hf, toks, attention_mask=mask, backend="reference")
+    assert st16.entropy.dtype == torch.float32 and st16.logits.dtype == torch.bfloat16
+    v = mask.bool()[:, None, None, :]
+    for name, tol in BF16_TOL.items():
+        a, b = getattr(st16, name), getattr(st32, name)
+        w = v[..., None] if a.dim() == 5 else v
+        assert ((a - b).abs() * w).max() <= tol, name

@@ -10,6 +10,15 @@ from interp.hooks import CaptureSpec
 from interp.sweep.heads import _loop_reference, sweep_edits
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny matrices: a second thread only adds synchronisation, which is very slow on a loaded machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def llama3():
     return interp.tiny_model("llama", num_hidden_layers=3)
@@ -209,3 +218,24 @@ def test_fused_only_edit_is_rejected_where_it_cannot_run(tiny_llama):
     with pytest.raises(InputError, match="fused attention kernel"):
         with interp.edited(tiny_llama, [ScaleSegment(HeadId(0, 0), "first", 0.5)]):
             pass
+
+
+def test_set_pattern_fused_kernel_equals_bridge_pattern_hook(tiny_llama):
+    """The same SetPattern value runs in the fused kernel (hf engine) and as a bridge pattern hook; both are exact."""
+    import interp
+    from interp.hooks import CaptureSpec
+    from interp.intervene import compile as C
+    from interp.intervene.run import choose_engine
+    from interp.intervene.values import SetPattern
+    from interp.types import HeadId
+
+    e = SetPattern(HeadId(1, 2), (4, 6), {0: 0.25, 3: 0.75})
+    assert choose_engine(tiny_llama, [e], (), C.Dims.of(tiny_llama)) == "hf"  # the kernel's row overwrite
+    prompts = ["hello there my friend", "a b c d e f g h"]
+    fused = interp.run(tiny_llama, prompts, [e])
+    bridged, cap = interp.run(tiny_llama, prompts, [e], capture=CaptureSpec(sites=("pattern",), layers=(1,)))
+    torch.testing.assert_close(fused, bridged, atol=1e-4, rtol=1e-4)
+    row = cap["pattern", 1][:, 2, 4]
+    assert torch.allclose(row.sum(-1), torch.ones(2)) and torch.allclose(row[:, [0, 3]], torch.tensor([[0.25, 0.75]] * 2))
+    negative = SetPattern(HeadId(1, 2), (-1,), {0: 1.0})  # counts from the end: only the pattern hook takes it
+    assert choose_engine(tiny_llama, [negative], (), C.Dims.of(tiny_llama)) == "bridge"

@@ -81,13 +81,16 @@ class AttnStats:
 
 
 def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None = None, key_mass: bool = False,
-                    edits: Sequence[Edit] = (), backend: str = "auto", return_z: bool = False,
+                    edits: Sequence[Edit] = (), row_edits: Sequence[Sequence[Edit]] | None = None,
+                    backend: str = "auto", return_z: bool = False,
                     padding_side: str = "right", allow_overlap: bool = False, tokenizer=None,
                     attention_mask: torch.Tensor | None = None) -> AttnStats:
     """Run ``model`` (a ``TransformerBridge`` or a plain transformers model) once and return every head's
     attention statistics, with ``edits`` applied inside the attention computation.
 
     ``segments`` maps names to key spans (see :mod:`interp.attnstats.segments`); default ``{"first": "first"}``.
+    ``edits`` apply to every batch row; ``row_edits`` (one edit list per batch row) add a different edit to
+    each row, so one pass runs many edits (batched head sweeps).
     ``attention_mask [batch pos]`` (1 = real token) goes with token-tensor inputs that carry padding.
     """
     if backend not in STAT_BACKENDS:
@@ -97,7 +100,9 @@ def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None
     names, seg = build_segments(segments, batch.attention_mask, allow_overlap=allow_overlap)
     hf = hf_model_of(model)
     n_layers, n_heads = _dims(hf)
-    layer_edits = compile_edits(edits, n_layers, n_heads, names)
+    if row_edits is not None and len(row_edits) != batch.tokens.shape[0]:
+        raise InputError(f"row_edits has {len(row_edits)} lists but the batch has {batch.tokens.shape[0]} rows; give one edit list per row")
+    layer_edits = compile_edits(edits, n_layers, n_heads, names, row_edits=row_edits, attention_mask=batch.attention_mask)
     if backend == "eager":
         from interp.attnstats.eager import eager_stats
 
@@ -150,7 +155,8 @@ class _HfHost:
         from types import SimpleNamespace
 
         self._hf, self.tokenizer = hf, tokenizer
-        self.cfg = SimpleNamespace(d_vocab=hf.config.vocab_size, default_prepend_bos=False)
+        cfg = getattr(hf.config, "text_config", None) or hf.config  # LLaVA-style configs keep the vocabulary there
+        self.cfg = SimpleNamespace(d_vocab=cfg.vocab_size, default_prepend_bos=False)
 
     def parameters(self):
         return self._hf.parameters()
@@ -172,4 +178,12 @@ class _NoTokenizer:
         raise InputError("a plain transformers model needs tokenizer=... to take text; or pass token ids")
 
 
-__all__ = ["attention_stats", "AttnStats", "HeadEdit", "STAT_BACKENDS"]
+def __getattr__(name: str):
+    if name == "attention_rows":  # lazily: rows.py imports this module
+        from interp.attnstats.rows import attention_rows
+
+        return attention_rows
+    raise AttributeError(f"module 'interp.attnstats' has no attribute {name!r}")
+
+
+__all__ = ["attention_stats", "attention_rows", "AttnStats", "HeadEdit", "STAT_BACKENDS"]

@@ -8,6 +8,7 @@ No ``n×n`` tensor is created; each layer's ``KernelStats`` is handed to a ``Rec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ IMPL_NAME = "interp_stats"
 _ACTIVE: contextvars.ContextVar["Recorder | None"] = contextvars.ContextVar("interp_stats_recorder", default=None)
 
 
+class StopForward(Exception):
+    """Raised by the fused attention once ``Recorder.stop_after`` has run; the caller catches it."""
+
+
 @dataclass
 class Recorder:
     """Parameters for, and results of, every fused attention call made while it is active."""
@@ -32,6 +37,8 @@ class Recorder:
     backend: str = "auto"
     keep_z: bool = False
     keep: bool = True  # False: run the edits only (decoding loops that read stats via `last`)
+    rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # layer -> (heads, queries)
+    stop_after: int | None = None  # raise StopForward once this layer has run (later layers are not needed)
     calls: dict[int, list[KernelStats]] = field(default_factory=dict)
     last: dict[int, KernelStats] = field(default_factory=dict)
 
@@ -45,7 +52,7 @@ class Recorder:
 
     def store(self, layer: int, st: KernelStats) -> None:
         if not self.keep_z:
-            st = KernelStats(None, st.lse, st.entropy, st.max_weight, st.argmax, st.segment_mass, st.key_mass, st.backend)
+            st = dataclasses.replace(st, out=None)  # by name: KernelStats grows fields (rows, backend)
         self.last[layer] = st
         if self.keep:
             self.calls.setdefault(layer, []).append(st)
@@ -65,8 +72,11 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
     rec = _ACTIVE.get()
     if rec is None:
         raise RuntimeError("interp_stats attention called outside interp.attnstats.fused.activate(); use attention_stats()")
-    if kwargs.get("sliding_window") is not None:
-        raise UnsupportedModelError("sliding-window attention is not supported by the fused path; use attention_stats(..., backend='eager')")
+    window = kwargs.get("sliding_window")
+    if window is not None and key.shape[2] > int(window):  # a window no shorter than the keys masks nothing
+        raise UnsupportedModelError(
+            f"sliding-window attention (window {int(window)} < {key.shape[2]} keys) is not supported by the fused path; use attention_stats(..., backend='eager')"
+        )
     layer = getattr(module, "layer_idx", None)
     if layer is None:
         raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; use attention_stats(..., backend='eager')")
@@ -78,9 +88,11 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
         query, key, value, scale=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
         causal=bool(getattr(module, "is_causal", True)), key_valid=key_valid,
         segments=rec.segments_for(key.shape[2], query.device), key_mass=rec.key_mass, softcap=softcap,
-        edit=rec.edits.get(layer), backend=rec.backend,
+        edit=rec.edits.get(layer), backend=rec.backend, rows=rec.rows.get(layer),
     )
     rec.store(layer, st)
+    if rec.stop_after == layer:
+        raise StopForward()
     return st.out.transpose(1, 2).contiguous(), None  # [batch query_pos head_index d_head]
 
 

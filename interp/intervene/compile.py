@@ -304,6 +304,25 @@ def _same(e) -> list:
     return [e]
 
 
+def _set_pattern_fused(e: v.SetPattern) -> list | None:
+    """The kernel's exact row overwrite, where the value fits it (query positions from the start, one weight row);
+    None otherwise, and the bridge's pattern hook applies it instead."""
+    if any(q < 0 for q in e.query_positions):
+        return None
+    w = e.weights
+    if isinstance(w, dict):
+        if min(w) < 0:
+            return None
+        row = torch.zeros(max(w) + 1, dtype=torch.float64)
+        for k, x in w.items():
+            row[k] = x
+    elif isinstance(w, torch.Tensor) and w.ndim == 1:
+        row = w.double()
+    else:
+        return None
+    return [attn_edits.SetPattern(e.head, e.query_positions, tuple(row.tolist()))]
+
+
 RULES: dict[type, Rule] = {
     v.ZeroAblate: Rule(hooks=_zero_ops),
     v.MeanAblate: Rule(hooks=_mean_ops),
@@ -311,7 +330,7 @@ RULES: dict[type, Rule] = {
     v.Patch: Rule(hooks=_patch_ops),
     v.AddToHead: Rule(hooks=_add_to_head_ops),
     v.AddVector: Rule(hooks=_add_vector_ops),
-    v.SetPattern: Rule(hooks=_set_pattern_ops),  # fused: the kernel's row overwrite, once it lands
+    v.SetPattern: Rule(hooks=_set_pattern_ops, fused=_set_pattern_fused),
     attn_edits.ScaleHeadOutput: Rule(hooks=_scale_head_ops, fused=_same),
     attn_edits.MixUniform: Rule(hooks=_mix_ops, fused=_same),
     attn_edits.MixIdentity: Rule(hooks=_mix_ops, fused=_same),

@@ -98,7 +98,7 @@ def choose_engine(model, edits, capture_sites, dims: C.Dims) -> str:
         sites = {op.site for op in r.hooks(e, dims)} if r.hooks else None
         if sites is None:
             fused_only.append(e)
-        elif not sites <= HF_SITES and r.fused is None:
+        elif not sites <= HF_SITES and (r.fused is None or r.fused(e) is None):
             needs_bridge = True
     if needs_bridge and fused_only:
         raise InputError(f"{fused_only[0]!r} runs only in the fused attention kernel, which cannot be combined with pattern "
@@ -167,7 +167,7 @@ def _hf_context(model, plan: Plan, mask: torch.Tensor):
         from interp.edits import compile_edits
 
         d = C.Dims.of(model)
-        rec = Recorder(None, key_valid=mask.bool(), edits=compile_edits(plan.fused, d.n_layers, d.n_heads, ()), keep=False)
+        rec = Recorder(None, key_valid=mask.bool(), edits=compile_edits(plan.fused, d.n_layers, d.n_heads, (), attention_mask=mask), keep=False)
         cm = activate(model, rec)
     else:
         cm = plain(model)

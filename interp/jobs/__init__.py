@@ -5,17 +5,13 @@ light and run before any model loads.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from interp._lazy import lazy_getattr
 
-_LAZY = {"run_atlas": "atlas", "run_sinks": "sinks", "run_entropy": "sinks", "run_retrieval": "retrieval",
-         "run_capture": "capture", "run_sweep": "sweep", "AtlasConfig": "config", "SinksConfig": "config", "EntropyConfig": "config",
-         "RetrievalConfig": "config", "CaptureConfig": "config", "claim": "outdir"}
+_LAZY = {"run_atlas": ".atlas", "run_sinks": ".sinks", "run_entropy": ".sinks", "run_retrieval": ".retrieval",
+         "run_capture": ".capture", "run_vision": ".vision", "run_sweep": ".sweep", "AtlasConfig": ".config", "SinksConfig": ".config",
+         "EntropyConfig": ".config", "RetrievalConfig": ".config", "CaptureConfig": ".config", "VisionConfig": ".config",
+         "claim": ".outdir"}
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"interp.jobs.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'interp.jobs' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

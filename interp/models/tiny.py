@@ -72,7 +72,24 @@ def _bert(**o: Any):
     return BertForMaskedLM(BertConfig(**{**cfg, **o})), tok
 
 
-TINY_ARCHS = {"llama": _llama, "gpt2": _gpt2, "bert": _bert}
+def _llava(**o: Any):
+    """A LlavaForConditionalGeneration: CLIP vision tower (64×64 images, patch 16 → 16 image tokens, CLS dropped),
+    LLaVA projector, Llama text model (GQA 6/2, 4 layers). The image token is byte id 3."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=64, patch_size=16)
+    text = dict(vocab_size=259, hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=6,
+                num_key_value_heads=2, head_dim=8, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
+                pad_token_id=0, tie_word_embeddings=False)
+    text.update({k: v for k, v in o.items() if k != "vision"})
+    cfg = LlavaConfig(vision_config=CLIPVisionConfig(**{**vision, **o.get("vision", {})}), text_config=LlamaConfig(**text),
+                      image_token_id=3, vision_feature_select_strategy="default", vision_feature_layer=-1,
+                      image_seq_length=16)
+    cfg.architectures = ["LlavaForConditionalGeneration"]
+    return LlavaForConditionalGeneration(cfg), byte_tokenizer()
+
+
+TINY_ARCHS = {"llama": _llama, "gpt2": _gpt2, "bert": _bert, "llava": _llava}
 
 
 def build_tiny(arch: str, seed: int, **overrides: Any):

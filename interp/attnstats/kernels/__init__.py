@@ -46,15 +46,19 @@ def attn_stats_kernel(
     softcap: Optional[float] = None,
     edit: Optional[HeadEdit] = None,
     backend: str = "auto",
+    rows=None,
 ) -> KernelStats:
     """Attention output plus per-row statistics of the (edited) attention pattern.
 
     ``q [batch, head_index, query_pos, d_head]``, ``k, v [batch, kv_head, key_pos, d_head]`` with
     ``head_index % kv_head == 0`` and ``key_pos >= query_pos`` (query ``i`` sits at absolute position
     ``key_pos - query_pos + i``). See :class:`KernelStats` for the outputs and :mod:`.edits` for ``edit``.
+    ``rows=(heads [n], queries [batch, n_q])`` also returns those heads' (edited) attention rows at those
+    query indices, ``[batch, n, n_q, key_pos]``, without any ``n×n`` tensor.
     """
     prob = validate(
-        q, k, v, scale=scale, key_valid=key_valid, segments=segments, softcap=softcap, edit=edit, backend=backend
+        q, k, v, scale=scale, key_valid=key_valid, segments=segments, softcap=softcap, edit=edit, backend=backend,
+        causal=bool(causal), rows=rows,
     )
     kwargs = dict(
         scale=float(scale), causal=bool(causal), key_valid=key_valid, segments=segments,
@@ -71,7 +75,7 @@ def attn_stats_kernel(
         if reason is None:
             from .triton_kernel import attn_stats_triton, unsupported_reason
 
-            reason = unsupported_reason(q, prob)
+            reason = unsupported_reason(q, prob, segments)
             if reason is None:
                 return _ran(attn_stats_triton(q, k, v, prob, **kwargs), "triton")
         warnings.warn(f"triton attention-stats backend unavailable ({reason}); using the cpu backend", stacklevel=2)

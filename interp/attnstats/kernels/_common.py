@@ -21,6 +21,7 @@ class KernelStats:
     Shapes: ``out [batch, head_index, query_pos, d_head]`` (input dtype); ``lse``, ``entropy``,
     ``max_weight``, ``argmax`` ``[batch, head_index, query_pos]``; ``segment_mass
     [batch, head_index, query_pos, n_segments]``; ``key_mass [batch, head_index, key_pos]``.
+    ``rows [batch, n_row_heads, n_row_queries, key_pos]``: the requested attention rows (``rows=`` argument).
     Rows with no visible key: out 0, lse -inf, entropy 0, max_weight 0, argmax -1, masses 0.
     """
 
@@ -32,6 +33,7 @@ class KernelStats:
     segment_mass: Optional[torch.Tensor] = None
     key_mass: Optional[torch.Tensor] = None
     backend: str = ""  # the kernel that actually ran
+    rows: Optional[torch.Tensor] = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Problem:
     d_head: int
     n_segments: int
     edit: ResolvedEdit
+    rows: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (heads [NH], queries [B, NQ]) int64 on q.device
 
     @property
     def group(self) -> int:
@@ -71,6 +74,8 @@ def validate(
     softcap: Optional[float],
     edit: Optional[HeadEdit],
     backend: str,
+    causal: bool = True,
+    rows=None,
 ) -> Problem:
     """Check every argument of :func:`attn_stats_kernel`; raise a one-line error on the first problem."""
     if backend not in BACKENDS:
@@ -129,10 +134,30 @@ def validate(
         if not bool(((segments == 0) | (segments == 1)).all()):
             raise InputError("segments must contain only 0/1 indicators; threshold or round them first")
         S = segments.shape[1]
-    resolved = resolve_edit(edit, H, S)
+    resolved = resolve_edit(edit, B, H, S, q_len=Q, k_len=K, causal=causal, key_valid=key_valid)
     return Problem(
-        batch=B, n_heads=H, n_kv=KV, q_len=Q, k_len=K, d_head=D, n_segments=S, edit=resolved
+        batch=B, n_heads=H, n_kv=KV, q_len=Q, k_len=K, d_head=D, n_segments=S, edit=resolved,
+        rows=_rows(rows, B, H, Q, q.device),
     )
+
+
+def _rows(rows, B: int, H: int, Q: int, device) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``rows=(heads, queries)``: query-head indices ``[NH]`` and per-row query indices ``[batch, NQ]``
+    (``[NQ]`` broadcasts) into this call's query axis."""
+    if rows is None:
+        return None
+    try:
+        heads, queries = (torch.as_tensor(t).long().to(device) for t in rows)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError("rows must be (heads [n_heads], queries [batch, n_queries]) of integer indices") from None
+    if heads.dim() != 1 or queries.dim() not in (1, 2):
+        raise InputError(f"rows must be (heads [n], queries [n_q] or [batch, n_q]); got shapes {list(heads.shape)}, {list(queries.shape)}")
+    queries = queries.expand(B, -1) if queries.dim() == 1 else queries
+    if queries.shape[0] != B:
+        raise InputError(f"rows queries have {queries.shape[0]} batch rows but the batch has {B}")
+    if bool(((heads < 0) | (heads >= H)).any()) or bool(((queries < 0) | (queries >= Q)).any()):
+        raise InputError(f"rows name heads outside 0..{H - 1} or queries outside 0..{Q - 1}")
+    return heads, queries
 
 
 def query_valid(key_valid: Optional[torch.Tensor], q_len: int, k_len: int) -> Optional[torch.Tensor]:

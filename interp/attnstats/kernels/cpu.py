@@ -3,44 +3,74 @@
 Each block of ``block_q`` queries sees all its keys at once (with ``causal`` only keys up to the block's
 last position), so the softmax per block is exact and no online rescaling is needed. The query heads of
 one kv head are stacked into one matmul (``[batch, kv_head, group*block_q, d_head]``) instead of copying
-K/V per query head. Peak extra memory is ~2 buffers of ``batch*head_index*block_q*key_pos`` floats.
+K/V per query head. Peak extra memory is one score buffer of ``batch*head_index*block_q*key_pos`` floats per
+worker thread.
 
-Scores of invisible keys get a large finite negative value (``NEG``) rather than -inf, so that
-``exp`` gives exact zeros and ``p*s`` never produces NaN; rows whose max stays below ``NEG/2`` have no
-visible key and get the empty-row values. Entropy is ``log l - Σ e·(s-m) / l`` with ``e = exp(s-m)``.
+Scores of invisible keys get a large finite negative value (``NEG``) rather than -inf, so that ``exp`` gives
+exact zeros and ``p*s`` never produces NaN; rows whose max stays below ``NEG/2`` have no visible key and get
+the empty-row values.
 
-Timings (``benchmarks/attn_kernel.py``; batch 1, 9 query / 3 kv heads, d_head 64, causal, fp32,
-2 segments + key_mass, 2 threads, median of 3; SDPA = ``F.scaled_dot_product_attention``):
-see the table above :data:`BENCHMARK` below (about 2x SDPA at n = 512..8192).
+One widened product does most of the work: ``e @ [V | K | segments | 1]`` gives the output, ``Σ e·k`` (so
+``Σ p·s = q·(P K)`` and entropy = ``log l + shift - Σ p·s`` without a pass over ``p·s``), the segment masses
+and the softmax denominator ``l``. With a logit softcap ``s`` is not linear in ``k``; entropy then comes from
+an explicit ``Σ e·(s - shift)`` pass.
+
+Blocks run on a few single-threaded worker threads (:mod:`._threads`), one parallel region per call: the
+per-op OpenMP regions of earlier versions collapsed to 67-70× SDPA when another process kept one core busy.
+Timings: ``benchmarks/attn_kernel.py`` (see benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from ._common import KernelStats, Problem, compute_dtype, query_valid
+from ._threads import chunked, run_chunks
+from .edits import ACT_EMPTY
 
 NEG = -1.0e30
 DEFAULT_BLOCK_Q = 64
-
-# Measured on a quiet 2-core Xeon (AVX-512) VM, torch 2.13 CPU, median of 3 (ms), 9/3 heads, d_head 64:
-#   n     SDPA    cpu stats (2 segs + key_mass)   ratio
-#   512    3.0     6.3                            2.1
-#   2048  26.9    56.3                            2.1
-#   8192 354      691                             1.95
-# What helped: the V|seg|1 extended matmul (segment masses and l for free; widths padded to 16), skipping
-# the max-subtraction when exp cannot overflow, preallocated score/exp buffers with out=, key_mass as a
-# GEMV with 1/l weights (no normalisation pass), block_q 64 (32: more per-op overhead, >=256: cache misses).
-# The remaining gap is torch.max with indices (~10%) and exp/mul/sum passes that SDPA fuses.
-# Many small parallel ops make this path sensitive to other processes competing for the cores.
-BENCHMARK = {512: (3.0, 6.3), 2048: (26.9, 56.3), 8192: (354.0, 691.0)}
+CHUNKS_PER_THREAD = 4  # work units per worker: fine enough that a slowed worker just takes fewer
 
 
 def _block_size(prob: Problem, block_q: Optional[int]) -> int:
     if block_q is not None:
         return max(1, int(block_q))
     return DEFAULT_BLOCK_Q
+
+
+@dataclass
+class _Ctx:
+    """Everything a query block needs, shared read-only by the workers (outputs are written by slice)."""
+
+    prob: Problem
+    causal: bool
+    cd: torch.dtype
+    bq: int
+    qg: torch.Tensor  # [B, KV, G, Q, D] scaled queries
+    kT: torch.Tensor  # [BK, D, K]
+    vext: torch.Tensor  # [BK, K, W]: V | (K) | segments | 1 | pad
+    k_col: Optional[int]  # first column of K in vext (None: entropy from an explicit pass)
+    s_col: int  # first segment column
+    l_col: int  # the ones column
+    kvb: Optional[torch.Tensor]
+    lb: Optional[torch.Tensor]
+    logg: Optional[torch.Tensor]  # [BK*G, 1, S] log gamma per row group, for Σ p·bias
+    segT: Optional[torch.Tensor]
+    key_valid: Optional[torch.Tensor]
+    qvw: Optional[torch.Tensor]
+    tri: Optional[torch.Tensor]
+    softcap: Optional[float]
+    out: torch.Tensor
+    lse: torch.Tensor
+    ent: torch.Tensor
+    maxw: torch.Tensor
+    amax: torch.Tensor
+    segm: Optional[torch.Tensor]
+    key_mass: bool
+    rows_out: Optional[torch.Tensor]
 
 
 def attn_stats_cpu(
@@ -60,137 +90,200 @@ def attn_stats_cpu(
     B, H, Q, K, G, KV, D, S = (
         prob.batch, prob.n_heads, prob.q_len, prob.k_len, prob.group, prob.n_kv, prob.d_head, prob.n_segments,
     )
-    off = prob.offset
-    edit = prob.edit
-    general = edit.needs_probabilities
-    cd = compute_dtype(q.dtype)
-    dev = q.device
-    bq = min(_block_size(prob, block_q), Q)
-
     with torch.no_grad():
-        BK = B * KV
-        qf = q.to(cd) * (scale / softcap if softcap is not None else scale)
-        qg = qf.view(B, KV, G, Q, D)
-        kT = k.to(cd).reshape(BK, K, D).transpose(1, 2)  # [BK, D, K] view
-        # V extended with the segment indicators and a ones column: one matmul gives the output, the
-        # segment masses and the softmax denominator.
-        parts = [v.to(cd)]
-        if segments is not None:
-            parts.append(segments.to(cd).transpose(1, 2)[:, None].expand(B, KV, K, S))
-        parts.append(torch.ones(B, KV, K, 1, dtype=cd, device=dev))
-        pad = -(D + S + 1) % 16  # GEMM widths that are multiples of 16 run faster (67 -> 80: ~7%)
-        if pad:
-            parts.append(torch.zeros(B, KV, K, pad, dtype=cd, device=dev))
-        vext = torch.cat(parts, dim=-1).reshape(BK, K, -1)
-
-        out = torch.empty(B, KV, G, Q, D, dtype=cd, device=dev)
-        lse = torch.empty(B, KV, G, Q, dtype=cd, device=dev)
-        ent = torch.empty(B, KV, G, Q, dtype=cd, device=dev)
-        maxw = torch.empty(B, KV, G, Q, dtype=cd, device=dev)
-        amax = torch.empty(B, KV, G, Q, dtype=torch.int64, device=dev)
-        segm = torch.empty(B, KV, G, Q, S, dtype=cd, device=dev) if segments is not None else None
-        kmass = torch.zeros(BK * G, K, dtype=cd, device=dev) if key_mass else None
-
-        kvb = None  # additive key-padding bias [B, 1, 1, 1, K]
-        if key_valid is not None and not bool(key_valid.all()):
-            kvb = torch.zeros(B, 1, 1, 1, K, dtype=cd, device=dev).masked_fill_(~key_valid.view(B, 1, 1, 1, K), NEG)
-        lb = None  # segment_scale logit bias [B, KV, G, 1, K]
-        if edit.segment_scale is not None:
-            logg = edit.log_gamma().clamp_min(NEG).to(dev)
-            lb = torch.einsum("bsk,hs->bhk", segments.to(torch.float64), logg).to(cd).view(B, KV, G, 1, K)
-        segT = segments.to(cd).transpose(1, 2).contiguous()[:, None] if general and segments is not None else None
-        qv = query_valid(key_valid, Q, K)
-        qvw = None
-        if key_mass and qv is not None and not bool(qv.all()):
-            qvw = qv.to(cd).view(B, 1, 1, Q).expand(B, KV, G, Q).reshape(BK * G, 1, Q)
-        tri = torch.full((bq, bq), NEG, dtype=cd, device=dev).triu_(1) if causal else None
-        kpos = torch.arange(K, device=dev)
-        sbuf = torch.empty(BK * G * bq * K, dtype=cd, device=dev)
-        ebuf = torch.empty(BK * G * bq * K, dtype=cd, device=dev)
-
-        for i0 in range(0, Q, bq):
-            i1 = min(Q, i0 + bq)
-            nq = i1 - i0
-            R = G * nq
-            kend = off + i1 if causal else K
-            size = BK * R * kend
-            qb = qg[:, :, :, i0:i1].reshape(BK, R, D)
-            s = torch.bmm(qb, kT[:, :, :kend], out=sbuf[:size].view(BK, R, kend))
-            if softcap is not None:
-                s.tanh_().mul_(softcap)
-            s5 = s.view(B, KV, G, nq, kend)
-            if causal:
-                s5[..., kend - nq :].add_(tri[:nq, :nq])
-            if kvb is not None:
-                s5.add_(kvb[..., :kend])
-            if lb is not None:
-                s5.add_(lb[..., :kend])
-            m, am = s.max(dim=-1)  # [BK, R]
-            empty = m <= NEG / 2
-            mv = m.masked_fill(empty, 0.0)
-            # Without the shift exp() cannot overflow (and lost entries are < e^-67 relative) when every
-            # non-empty row max lies in [-20, 60]; skip the subtraction pass then.
-            shifted = not (float(mv.max()) <= 60.0 and float(mv.min()) >= -20.0)
-            if shifted:
-                s.sub_(mv.unsqueeze(-1))
-            e = torch.exp(s, out=ebuf[:size].view(BK, R, kend))
-            if not general:
-                t = s.mul_(e).sum(dim=-1)
-                o = torch.bmm(e, vext[:, :kend])  # [BK, R, W]
-                l = o[..., D + S]
-                rinv = l.reciprocal().masked_fill_(empty, 0.0)
-                logl = l.log()
-                e_row = (logl - t * rinv).masked_fill_(empty, 0.0)
-                # entropy = log l - t/l holds for shifted and unshifted scores alike
-                mw = rinv if shifted else rinv * torch.exp(m)
-                ai = am.masked_fill_(empty, -1)
-                lse_b = (logl + mv if shifted else logl).masked_fill_(empty, -torch.inf)
-                o = o * rinv.unsqueeze(-1)
-                p = e
-            else:
-                l = e.sum(dim=-1)
-                rinv = l.reciprocal().masked_fill_(empty, 0.0)
-                p = e.mul_(rinv.unsqueeze(-1))
-                _apply_prob_edits(
-                    p.view(B, KV, G, nq, kend), prob, i0, nq, kend, key_valid, segT, causal, kpos, dev, cd
-                )
-                e_row = -torch.special.xlogy(p, p).sum(dim=-1)
-                mw, ai = p.max(dim=-1)
-                ai = ai.masked_fill_(mw <= 0, -1)
-                logl = l.log()
-                lse_b = (logl + mv if shifted else logl).masked_fill_(empty, -torch.inf)
-                o = torch.bmm(p, vext[:, :kend])
-                rinv = None
-            sl = (slice(None), slice(None), slice(None), slice(i0, i1))
-            lse[sl] = lse_b.view(B, KV, G, nq)
-            ent[sl] = e_row.view(B, KV, G, nq)
-            maxw[sl] = mw.view(B, KV, G, nq)
-            amax[sl] = ai.view(B, KV, G, nq)
-            out[sl] = o[..., :D].view(B, KV, G, nq, D)
-            if segm is not None:
-                segm[sl] = o[..., D : D + S].view(B, KV, G, nq, S)
-            if kmass is not None:
-                if rinv is None:
-                    w = torch.ones(BK * G, 1, nq, dtype=cd, device=dev)
-                else:
-                    w = rinv.view(BK * G, 1, nq)
-                if qvw is not None:
-                    w = w * qvw[..., i0:i1]
-                kmass[:, :kend] += torch.bmm(w, p.view(BK * G, nq, kend)).view(BK * G, kend)
-
-        out = out.view(B, H, Q, D)
-        if edit.out_scale is not None:
-            out = out * edit.out_scale.to(device=dev, dtype=cd).view(1, H, 1, 1)
+        ctx = _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softcap, block_q)
+        blocks = [(i0, min(Q, i0 + ctx.bq)) for i0 in range(0, Q, ctx.bq)]
+        chunks = chunked(blocks, CHUNKS_PER_THREAD * torch.get_num_threads())
+        partial = run_chunks(lambda c: _run_chunk(ctx, c), chunks)
+        kmass = None
+        if key_mass:
+            kmass = torch.zeros(B * KV * G, K, dtype=ctx.cd, device=q.device)
+            for part in partial:  # chunk order: deterministic
+                kmass[:, : part.shape[1]] += part
+        out = ctx.out.view(B, H, Q, D)
+        if prob.edit.out_scale is not None:
+            out = out * prob.edit.out_scale.to(device=q.device, dtype=ctx.cd).view(B, H, 1, 1)
         f32 = torch.float32
         return KernelStats(
             out=out.to(q.dtype),
-            lse=lse.view(B, H, Q).to(f32),
-            entropy=ent.view(B, H, Q).to(f32),
-            max_weight=maxw.view(B, H, Q).to(f32),
-            argmax=amax.view(B, H, Q),
-            segment_mass=None if segm is None else segm.view(B, H, Q, S).to(f32),
+            lse=ctx.lse.view(B, H, Q).to(f32),
+            entropy=ctx.ent.view(B, H, Q).to(f32),
+            max_weight=ctx.maxw.view(B, H, Q).to(f32),
+            argmax=ctx.amax.view(B, H, Q),
+            segment_mass=None if ctx.segm is None else ctx.segm.view(B, H, Q, S).to(f32),
             key_mass=None if kmass is None else kmass.view(B, H, K).to(f32),
+            rows=ctx.rows_out,
         )
+
+
+def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softcap, block_q) -> _Ctx:
+    B, H, Q, K, G, KV, D, S = (
+        prob.batch, prob.n_heads, prob.q_len, prob.k_len, prob.group, prob.n_kv, prob.d_head, prob.n_segments,
+    )
+    edit, cd, dev = prob.edit, compute_dtype(q.dtype), q.device
+    general = edit.needs_probabilities
+    BK = B * KV
+    qf = q.to(cd) * (scale / softcap if softcap is not None else scale)
+    kc = k.to(cd)
+    identity = not general and softcap is None  # Σ p·s from q·(P K)
+    parts = [v.to(cd)] + ([kc] if identity else [])
+    if segments is not None:
+        parts.append(segments.to(cd).transpose(1, 2)[:, None].expand(B, KV, K, S))
+    parts.append(torch.ones(B, KV, K, 1, dtype=cd, device=dev))
+    width = sum(t.shape[-1] for t in parts)
+    if width % 16:  # GEMM widths that are multiples of 16 run faster (67 -> 80: ~7%)
+        parts.append(torch.zeros(B, KV, K, -width % 16, dtype=cd, device=dev))
+    s_col = D * (2 if identity else 1)
+    kvb = None  # additive key-padding bias [B, 1, 1, 1, K]
+    if key_valid is not None and not bool(key_valid.all()):
+        kvb = torch.zeros(B, 1, 1, 1, K, dtype=cd, device=dev).masked_fill_(~key_valid.view(B, 1, 1, 1, K), NEG)
+    lb = logg = None  # segment_scale logit bias [B, KV, G, 1, K]
+    if edit.segment_scale is not None:
+        lg = edit.log_gamma().clamp_min(NEG).to(dev)  # [B, H, S]
+        lb = torch.einsum("bsk,bhs->bhk", segments.to(torch.float64), lg).to(cd).view(B, KV, G, 1, K)
+        logg = lg.to(cd).view(BK, G, 1, S)
+    qv = query_valid(key_valid, Q, K)
+    qvw = None
+    if key_mass and qv is not None and not bool(qv.all()):
+        qvw = qv.to(cd).view(B, 1, 1, Q).expand(B, KV, G, Q).reshape(BK * G, 1, Q)
+    bq = min(_block_size(prob, block_q), Q)
+    return _Ctx(
+        prob=prob, causal=causal, cd=cd, bq=bq, qg=qf.view(B, KV, G, Q, D),
+        kT=kc.reshape(BK, K, D).transpose(1, 2), vext=torch.cat(parts, dim=-1).reshape(BK, K, -1),
+        k_col=D if identity else None, s_col=s_col, l_col=s_col + S, kvb=kvb, lb=lb, logg=logg,
+        segT=segments.to(cd).transpose(1, 2).contiguous()[:, None] if general and segments is not None else None,
+        key_valid=key_valid, qvw=qvw, tri=torch.full((bq, bq), NEG, dtype=cd, device=dev).triu_(1) if causal else None,
+        softcap=softcap,
+        out=torch.empty(B, KV, G, Q, D, dtype=cd, device=dev), lse=torch.empty(B, KV, G, Q, dtype=cd, device=dev),
+        ent=torch.empty(B, KV, G, Q, dtype=cd, device=dev), maxw=torch.empty(B, KV, G, Q, dtype=cd, device=dev),
+        amax=torch.empty(B, KV, G, Q, dtype=torch.int64, device=dev),
+        segm=torch.empty(B, KV, G, Q, S, dtype=cd, device=dev) if segments is not None else None,
+        key_mass=key_mass,
+        rows_out=None if prob.rows is None else torch.zeros(B, len(prob.rows[0]), prob.rows[1].shape[1], K, device=dev),
+    )
+
+
+def _run_chunk(ctx: _Ctx, blocks) -> Optional[torch.Tensor]:
+    """Run query blocks in order; return this chunk's key-mass partial sums ``[BK*G, kend_max]``."""
+    prob = ctx.prob
+    BK, R_max = prob.batch * prob.n_kv, prob.group * ctx.bq
+    kend_max = max(_kend(ctx, i1) for _, i1 in blocks)
+    buf = torch.empty(BK * R_max * kend_max, dtype=ctx.cd, device=ctx.qg.device)
+    ebuf = torch.empty_like(buf) if ctx.k_col is None else None
+    kacc = torch.zeros(BK * prob.group, kend_max, dtype=ctx.cd, device=ctx.qg.device) if ctx.key_mass else None
+    for i0, i1 in blocks:
+        _block(ctx, i0, i1, buf, ebuf, kacc)
+    return kacc
+
+
+def _kend(ctx: _Ctx, i1: int) -> int:
+    return ctx.prob.offset + i1 if ctx.causal else ctx.prob.k_len
+
+
+def _block(ctx: _Ctx, i0: int, i1: int, buf, ebuf, kacc) -> None:
+    prob = ctx.prob
+    B, KV, G, D, S = prob.batch, prob.n_kv, prob.group, prob.d_head, prob.n_segments
+    BK, nq = B * KV, i1 - i0
+    R, kend = G * nq, _kend(ctx, i1)
+    size = BK * R * kend
+    qb = ctx.qg[:, :, :, i0:i1].reshape(BK, R, D)
+    s = torch.bmm(qb, ctx.kT[:, :, :kend], out=buf[:size].view(BK, R, kend))
+    if ctx.softcap is not None:
+        s.tanh_().mul_(ctx.softcap)
+    s5 = s.view(B, KV, G, nq, kend)
+    if ctx.causal:
+        s5[..., kend - nq :].add_(ctx.tri[:nq, :nq])
+    if ctx.kvb is not None:
+        s5.add_(ctx.kvb[..., :kend])
+    if ctx.lb is not None:
+        s5.add_(ctx.lb[..., :kend])
+    m, am = s.max(dim=-1)  # [BK, R]
+    empty = m <= NEG / 2
+    mv = m.masked_fill(empty, 0.0)
+    # Without the shift exp() cannot overflow (and lost entries are < e^-67 relative) when every
+    # non-empty row max lies in [-20, 60]; skip the subtraction pass then.
+    shifted = not (float(mv.max()) <= 60.0 and float(mv.min()) >= -20.0)
+    if shifted:
+        s.sub_(mv.unsqueeze(-1))
+    if ctx.prob.edit.needs_probabilities:
+        p, o, rinv, e_row, mw, ai, logl = _general(ctx, s, ebuf[:size].view(BK, R, kend), i0, nq, kend, empty)
+    else:
+        p, o, rinv, e_row, mw, ai, logl = _plain(ctx, s, qb, ebuf, size, empty, mv, am, m, shifted)
+    lse_b = (logl + mv if shifted else logl).masked_fill_(empty, -torch.inf)
+    sl = (slice(None), slice(None), slice(None), slice(i0, i1))
+    ctx.lse[sl] = lse_b.view(B, KV, G, nq)
+    ctx.ent[sl] = e_row.view(B, KV, G, nq)
+    ctx.maxw[sl] = mw.view(B, KV, G, nq)
+    ctx.amax[sl] = ai.view(B, KV, G, nq)
+    ctx.out[sl] = o[..., :D].view(B, KV, G, nq, D)
+    if ctx.segm is not None:
+        ctx.segm[sl] = o[..., ctx.s_col : ctx.s_col + S].view(B, KV, G, nq, S)
+    if kacc is not None:
+        w = torch.ones(BK * G, 1, nq, dtype=ctx.cd, device=s.device) if rinv is None else rinv.view(BK * G, 1, nq)
+        if ctx.qvw is not None:
+            w = w * ctx.qvw[..., i0:i1]
+        kacc[:, :kend] += torch.bmm(w, p.view(BK * G, nq, kend)).view(BK * G, kend)
+    if ctx.rows_out is not None:
+        _take_rows(ctx.rows_out, p.view(B, KV * G, nq, kend), rinv, prob, i0, nq)
+
+
+def _plain(ctx, s, qb, ebuf, size, empty, mv, am, m, shifted):
+    """No probability edits: statistics from exponentials ``e`` and the widened product, normalised per row."""
+    D, S = ctx.prob.d_head, ctx.prob.n_segments
+    if ctx.k_col is None:  # softcap: explicit Σ e·(s - shift)
+        e = torch.exp(s, out=ebuf[:size].view_as(s))
+        t = s.mul_(e).sum(dim=-1)
+    else:
+        e = s.exp_()
+    o = torch.bmm(e, ctx.vext[:, : s.shape[-1]])  # [BK, R, W]
+    l = o[..., ctx.l_col]
+    rinv = l.reciprocal().masked_fill_(empty, 0.0)
+    logl = l.log()
+    if ctx.k_col is None:
+        e_row = logl - t * rinv
+    else:  # Σ p·s = q·(Σ p k) (+ Σ_s log γ_s · mass_s); entropy = log l + shift - Σ p·s
+        ps = (qb * o[..., ctx.k_col : ctx.k_col + D]).sum(-1) * rinv
+        if ctx.logg is not None:
+            BK, R = o.shape[:2]
+            seg = o[..., ctx.s_col : ctx.s_col + S].view(BK, ctx.prob.group, -1, S)
+            ps = ps + (seg * ctx.logg).sum(-1).view(BK, R) * rinv
+        e_row = logl - ps + (mv if shifted else 0.0)
+    e_row = e_row.masked_fill_(empty, 0.0)
+    mw = rinv if shifted else rinv * torch.exp(m)
+    o = o * rinv.unsqueeze(-1)
+    return e, o, rinv, e_row, mw, am.masked_fill_(empty, -1), logl
+
+
+def _general(ctx, s, ebuf, i0, nq, kend, empty):
+    """Probability edits: normalise, edit the exact probabilities, then reduce them."""
+    prob = ctx.prob
+    B, KV, G = prob.batch, prob.n_kv, prob.group
+    e = torch.exp(s, out=ebuf)
+    l = e.sum(dim=-1)
+    rinv = l.reciprocal().masked_fill_(empty, 0.0)
+    p = e.mul_(rinv.unsqueeze(-1))
+    kpos = torch.arange(kend, device=s.device)
+    _apply_prob_edits(p.view(B, KV, G, nq, kend), prob, i0, nq, kend, ctx.key_valid, ctx.segT, ctx.causal, kpos,
+                      s.device, ctx.cd)
+    e_row = -torch.special.xlogy(p, p).sum(dim=-1)
+    mw, ai = p.max(dim=-1)
+    ai = ai.masked_fill_(mw <= 0, -1)
+    o = torch.bmm(p, ctx.vext[:, :kend])
+    return p, o, None, e_row, mw, ai, l.log()
+
+
+def _take_rows(rows_out, p4, rinv, prob: Problem, i0: int, nq: int) -> None:
+    """Copy the requested rows of this query block (``p4 [B, H, nq, kend]``, scaled by ``rinv`` when it holds
+    unnormalised exponentials) into ``rows_out [B, NH, NQ, K]``."""
+    heads, queries = prob.rows
+    bsel, qsel = ((queries >= i0) & (queries < i0 + nq)).nonzero(as_tuple=True)
+    if len(bsel) == 0:
+        return
+    qloc = (queries[bsel, qsel] - i0)[:, None]
+    vals = p4[bsel[:, None], heads[None, :], qloc]  # [n, NH, kend]
+    if rinv is not None:
+        vals = vals * rinv.view(p4.shape[:3])[bsel[:, None], heads[None, :], qloc][..., None]
+    rows_out[bsel[:, None], torch.arange(len(heads), device=p4.device)[None, :], qsel[:, None], : p4.shape[-1]] = vals.float()
 
 
 def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev, cd) -> None:
@@ -200,21 +293,32 @@ def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev
     if edit.segment_redistribute is not None:
         beta = edit.segment_redistribute.to(device=dev, dtype=cd)
         for si in range(prob.n_segments):
-            b = beta[:, si]
+            b = beta[:, :, si]
             if bool((b == 1).all()):
                 continue
             sg = segT[:, :, :kend, si : si + 1]  # [B, 1, kend, 1]
             p4 = p5.view(B, KV, G * nq, kend)
             m = torch.matmul(p4, sg).view(B, KV, G, nq, 1)
             m_out = torch.matmul(p4, 1 - sg).view(B, KV, G, nq, 1)
-            bb = b.view(1, KV, G, 1, 1)
+            bb = b.view(B, KV, G, 1, 1)
             m_new = torch.minimum(bb * m, m + m_out)
-            keep = m_out <= 0
+            keep = m_out <= ACT_EMPTY
             f_in = torch.where(keep | (m <= 0), torch.ones_like(m), m_new / m.clamp_min(1e-30))
             f_out = torch.where(keep, torch.ones_like(m), (m + m_out - m_new) / m_out.clamp_min(1e-30))
-            p5.mul_(f_out + (f_in - f_out) * sg.view(B, 1, 1, 1, kend))
-    if edit.uniform_mix is None and edit.identity_mix is None:
-        return
+            # where(), not f_out + (f_in - f_out)·sg: f_out can be ~1e8 when little mass is left outside
+            p5.mul_(torch.where(sg.view(B, 1, 1, 1, kend) > 0, f_in, f_out))
+    if edit.uniform_mix is not None or edit.identity_mix is not None:
+        _mix(p5, prob, i0, nq, kend, key_valid, causal, kpos, dev, cd)
+    if edit.override is not None:
+        idx = edit.override.index[:, :, i0 : i0 + nq].to(dev).view(B, KV, G, nq)
+        hit = idx >= 0
+        if bool(hit.any()):
+            p5[hit] = edit.override.weights.to(device=dev, dtype=cd)[idx[hit], :kend]
+
+
+def _mix(p5, prob, i0, nq, kend, key_valid, causal, kpos, dev, cd) -> None:
+    B, KV, G = prob.batch, prob.n_kv, prob.group
+    edit, off = prob.edit, prob.offset
     qpos = torch.arange(off + i0, off + i0 + nq, device=dev)
     vis = torch.ones(B, 1, 1, nq, kend, dtype=torch.bool, device=dev)
     if causal:
@@ -222,12 +326,12 @@ def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev
     if key_valid is not None:
         vis = vis & key_valid[:, None, None, None, :kend]
     if edit.uniform_mix is not None:
-        u = edit.uniform_mix.to(device=dev, dtype=cd).view(1, KV, G, 1, 1)
+        u = edit.uniform_mix.to(device=dev, dtype=cd).view(B, KV, G, 1, 1)
         nvis = vis.sum(-1, keepdim=True)
         U = vis.to(cd) / nvis.clamp_min(1).to(cd)
         p5.copy_(torch.where(nvis > 0, (1 - u) * p5 + u * U, p5))
     if edit.identity_mix is not None:
-        u = edit.identity_mix.to(device=dev, dtype=cd).view(1, KV, G, 1)
+        u = edit.identity_mix.to(device=dev, dtype=cd).view(B, KV, G, 1)
         own = vis[..., torch.arange(nq, device=dev), qpos]  # [B, 1, 1, nq]
         fac = torch.where(own, 1 - u, torch.ones((), dtype=cd, device=dev))
         p5.mul_(fac.unsqueeze(-1))

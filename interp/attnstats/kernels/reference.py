@@ -5,6 +5,7 @@ from typing import Optional
 
 import torch
 
+from .edits import ACT_EMPTY
 from ._common import KernelStats, Problem, query_valid
 
 
@@ -41,8 +42,8 @@ def attn_stats_reference(
     seg = segments.to(f64) if segments is not None else None  # [B, S, K]
     active = vis.expand(B, H, Q, K)
     if edit.segment_scale is not None:  # 1. logit bias log(gamma) on segment keys
-        logg = edit.log_gamma().to(dev)  # [H, S], -inf where gamma = 0
-        terms = torch.where(seg[:, None] > 0, logg[None, :, :, None], torch.zeros((), dtype=f64, device=dev))
+        logg = edit.log_gamma().to(dev)  # [B, H, S], -inf where gamma = 0
+        terms = torch.where(seg[:, None] > 0, logg[..., None], torch.zeros((), dtype=f64, device=dev))
         bias = terms.sum(2)  # [B, H, K]
         s = s + bias[:, :, None, :]
         active = active & (bias[:, :, None, :] > -torch.inf)
@@ -56,31 +57,36 @@ def attn_stats_reference(
             sg = seg[:, None, None, si, :]  # [B, 1, 1, K]
             m = (A * sg).sum(-1, keepdim=True)
             m_out = (A * (1 - sg)).sum(-1, keepdim=True)
-            b = beta[None, :, si, None, None]
+            b = beta[:, :, si, None, None]
             m_new = torch.minimum(b * m, m + m_out)
-            keep = m_out <= 0  # m == 1 (or empty row): unchanged
+            keep = m_out <= ACT_EMPTY  # m == 1 (or empty row): unchanged
             f_in = torch.where(keep | (m <= 0), torch.ones_like(m), m_new / m.clamp_min(1e-300))
             f_out = torch.where(keep, torch.ones_like(m), (m + m_out - m_new) / m_out.clamp_min(1e-300))
             A = A * (sg * f_in + (1 - sg) * f_out)
 
     if edit.uniform_mix is not None:  # 3. mix with the uniform distribution over visible keys
-        u = edit.uniform_mix.to(dev)[None, :, None, None]
+        u = edit.uniform_mix.to(dev)[:, :, None, None]
         nvis = vis.sum(-1, keepdim=True)
         U = vis / nvis.clamp_min(1)
         A = torch.where(nvis > 0, (1 - u) * A + u * U, A)
 
     if edit.identity_mix is not None:  # 4. mix with the identity (own position) pattern
-        u = edit.identity_mix.to(dev)[None, :, None, None]
+        u = edit.identity_mix.to(dev)[:, :, None, None]
         I = (kpos[None, :] == qpos[:, None]).to(f64)  # [Q, K]
         own_visible = (vis.to(f64) * I).sum(-1, keepdim=True) > 0  # False only for padding queries
         A = torch.where(own_visible, (1 - u) * A + u * I, A)
+
+    if edit.override is not None:  # 5. overwrite chosen rows (SetPattern)
+        idx = edit.override.index.to(dev)
+        W = edit.override.weights.to(dev)
+        A = torch.where((idx >= 0)[..., None], W[idx.clamp_min(0)], A)
 
     entropy = -torch.special.xlogy(A, A).sum(-1)
     max_weight, argmax = A.max(-1)
     argmax = torch.where(max_weight > 0, argmax, torch.full_like(argmax, -1))
     out = A @ vd
     if edit.out_scale is not None:
-        out = out * edit.out_scale.to(dev)[None, :, None, None]
+        out = out * edit.out_scale.to(dev)[:, :, None, None]
     seg_mass = A @ seg.transpose(1, 2)[:, None] if seg is not None else None
     kmass = None
     if key_mass:
@@ -88,6 +94,11 @@ def attn_stats_reference(
         w = torch.ones(B, Q, dtype=f64, device=dev) if qv is None else qv.to(f64)
         kmass = (A * w[:, None, :, None]).sum(-2)
     f32 = torch.float32
+    sel = None
+    if prob.rows is not None:
+        heads, queries = (t.to(dev) for t in prob.rows)
+        sel = A[:, heads][torch.arange(B, device=dev)[:, None, None], torch.arange(len(heads), device=dev)[None, :, None],
+                          queries[:, None, :]].to(f32)  # [B, NH, NQ, K]
     return KernelStats(
         out=out.to(q.dtype),
         lse=lse.to(f32),
@@ -96,4 +107,5 @@ def attn_stats_reference(
         argmax=argmax,
         segment_mass=None if seg_mass is None else seg_mass.to(f32),
         key_mass=None if kmass is None else kmass.to(f32),
+        rows=sel,
     )

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make gpu-check`: on a CUDA machine, install what is needed, run the kernel tests with compiled Triton, time the
+# triton stats kernel and the whole model against SDPA (flash) in fp16 and bf16, and print one table.
+# Without CUDA it runs the CPU-checkable part: the kernel tests under Triton's interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${INTERP_PY:-.venv/bin/python}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, whatever the venv points at
+if [ ! -x "$PY" ]; then
+    make install
+    PY=.venv/bin/python
+fi
+"$PY" -m pip install -q "hypothesis>=6" "pytest>=8"   # test deps, in case the venv was built without [dev]
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu-check: no CUDA device here; running the interpreter kernel tests only (TRITON_INTERPRET=1)"
+    TRITON_INTERPRET=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py
+    exit 0
+fi
+"$PY" -c "import torch, triton; print('gpu-check:', torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton.__version__)"
+TRITON_INTERPRET=0 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py
+TRITON_INTERPRET=0 "$PY" benchmarks/attn_kernel.py --device cuda --dtypes float16,bfloat16 --sizes 1024,2048,4096,8192,16384
+TRITON_INTERPRET=0 "$PY" benchmarks/attn_stats.py --device cuda --dtype bfloat16 --n 2048 8192

@@ -1,0 +1,183 @@
+"""Train tinyvlm's vision tower and projector (the language model, SmolLM2-135M-Instruct, stays frozen).
+
+    python benchmarks/train_tinyvlm.py                      # the shipped run: writes data/tinyvlm/
+    python benchmarks/train_tinyvlm.py --tiny --out /tmp/t  # seconds: checks the loop
+
+Two stages, both on procedural images from ``interp.tasks.shapes`` (training distribution: squares red and
+triangles green 90% of the time):
+
+1. **Alignment (no LM forward).** Each of the 16 patch tokens is regressed (MSE) onto the SmolLM2 input
+   embedding of what its cell holds: ``e(" <color>") + e(" <shape>")`` for an object, ``e(" empty")`` for
+   background. This places image tokens near words the frozen LM already reads, cheaply (a 2-core CPU cannot
+   afford many LM backward passes).
+2. **Instruction tuning through the frozen LM.** Conversations of 1-3 turns about one image (color, shape,
+   count, existence questions and captions); cross-entropy on the answer tokens only; gradients flow through
+   the frozen LM into the projector and the tower.
+
+The config (seed, steps, timings, losses) is saved beside the weights in ``config.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from interp.images import to_pixels  # noqa: E402
+from interp.models.tinyvlm import (PIXEL_MEAN, PIXEL_STD, WEIGHTS_DIR, build_tinyvlm, chat_ids,  # noqa: E402
+                                   save_vision_weights)
+from interp.tasks import shapes  # noqa: E402
+
+
+def patch_targets(model, tok, samples) -> torch.Tensor:
+    """``[batch 16 d_model]`` LM input embeddings of each cell's content."""
+    emb = model.get_input_embeddings().weight.detach()
+    e = lambda w: emb[tok(w, add_special_tokens=False)["input_ids"]].sum(0)  # noqa: E731
+    cache = {w: e(f" {w}") for w in [*shapes.COLORS, *shapes.SHAPES, "empty"]}
+    out = cache["empty"].repeat(len(samples), shapes.GRID * shapes.GRID, 1).clone()
+    for i, s in enumerate(samples):
+        for o in s.objects:
+            out[i, o.row * shapes.GRID + o.col] = cache[o.color] + cache[o.shape]
+    return out
+
+
+def pixels(samples) -> torch.Tensor:
+    return to_pixels(np.stack([s.image() for s in samples]), PIXEL_MEAN, PIXEL_STD)
+
+
+def stage_align(model, tok, args, rng_seed: int) -> list[float]:
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr_align, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr_align, total_steps=args.align_steps, pct_start=0.1)
+    losses = []
+    bar = tqdm(range(args.align_steps), desc="align", disable=args.quiet)
+    for step in bar:
+        batch = shapes.dataset(rng_seed * 100_003 + step, args.align_batch)
+        feats = model.model.get_image_features(pixel_values=pixels(batch)).pooler_output
+        pred = torch.stack(list(feats))  # [batch 16 d_model]
+        loss = torch.nn.functional.mse_loss(pred, patch_targets(model, tok, batch)) / model.get_input_embeddings().weight.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return losses
+
+
+def conversation(tok, sample, rng: random.Random, n_img: int, img_id: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 outside answers) of a 1-3 turn conversation about one image."""
+    qs = list(sample.questions)
+    rng.shuffle(qs)
+    qs = qs[: rng.randint(1, 3)]
+    ids, labels = [], []
+    for t, q in enumerate(qs):
+        prompt = chat_ids(tok, q.text, n_img if t == 0 else 0, img_id)
+        if t > 0:
+            prompt = tok("\n", add_special_tokens=False)["input_ids"] + prompt
+        ans = tok(f"{q.answer}<|im_end|>", add_special_tokens=False)["input_ids"]
+        ids += prompt + ans
+        labels += [-100] * len(prompt) + ans
+    return ids, labels
+
+
+def stage_lm(model, tok, args, rng_seed: int, deadline: float, ckpt=None) -> tuple[list[float], int]:
+    cfg = model.config
+    n_img, img_id = cfg.image_seq_length, cfg.image_token_id
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr_lm, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr_lm, total_steps=args.lm_steps, pct_start=0.05)
+    rng = random.Random(rng_seed)
+    losses, done = [], 0
+    bar = tqdm(range(args.lm_steps), desc="lm", disable=args.quiet)
+    for step in bar:
+        if time.perf_counter() > deadline or (args.lm_stop_step and step >= args.lm_stop_step):
+            print(f"time budget reached after {step} LM steps", flush=True)
+            break
+        batch = shapes.dataset(rng_seed * 7_919 + step, args.lm_batch, prefix="t")
+        convs = [conversation(tok, s, rng, n_img, img_id) for s in batch]
+        n = max(len(i) for i, _ in convs)
+        ids = torch.full((len(convs), n), tok.pad_token_id or 0, dtype=torch.long)
+        lab = torch.full_like(ids, -100)
+        att = torch.zeros_like(ids)
+        for r, (i, l) in enumerate(convs):
+            ids[r, : len(i)], lab[r, : len(l)], att[r, : len(i)] = torch.tensor(i), torch.tensor(l), 1
+        hidden = model.model(input_ids=ids, pixel_values=pixels(batch), attention_mask=att).last_hidden_state
+        sel = lab[:, 1:] != -100  # next-token targets: only answer positions get logits
+        logits = model.lm_head(hidden[:, :-1][sel])
+        loss = torch.nn.functional.cross_entropy(logits, lab[:, 1:][sel])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+        done = step + 1
+        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+        if ckpt is not None and done % 50 == 0:
+            ckpt(f"lm{done}")
+    return losses, done
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--align-steps", type=int, default=800)
+    ap.add_argument("--align-batch", type=int, default=32)
+    ap.add_argument("--lr-align", type=float, default=2e-3)
+    ap.add_argument("--lm-steps", type=int, default=250)
+    ap.add_argument("--lm-batch", type=int, default=8)
+    ap.add_argument("--lr-lm", type=float, default=3e-4)
+    ap.add_argument("--max-minutes", type=float, default=29.0, help="stop the LM stage when the whole run reaches this")
+    ap.add_argument("--lm-stop-step", type=int, default=0,
+                    help="stop the LM stage after this many steps, schedule unchanged (the shipped run stopped at 163 of 250 by time)")
+    ap.add_argument("--ckpt-dir", type=Path, default=None, help="also save intermediate weights here")
+    ap.add_argument("--tiny", action="store_true", help="a few steps of each stage (checks the loop)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.align_steps, args.lm_steps, args.align_batch, args.lm_batch = 5, 2, 4, 2
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    model, tok = build_tinyvlm(None, seed=args.seed)
+    model.train()
+    for p in model.model.language_model.parameters():
+        p.requires_grad_(False)
+    model.lm_head.weight.requires_grad_(False)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ckpt = None
+    if args.ckpt_dir is not None:  # intermediate weights, to watch a long run from another process
+        ckpt = lambda name: save_vision_weights(model, args.ckpt_dir / name, {"checkpoint": name})  # noqa: E731
+    align = stage_align(model, tok, args, args.seed + 1)
+    if ckpt is not None:
+        ckpt("align")
+    t1 = time.perf_counter()
+    lm_losses, lm_done = stage_lm(model, tok, args, args.seed + 2, t0 + 60 * args.max_minutes, ckpt)
+    t2 = time.perf_counter()
+    meta = {"seed": args.seed, "threads": args.threads, "trainable_params": n_train,
+            "align": {"steps": args.align_steps, "batch": args.align_batch, "lr": args.lr_align,
+                      "final_loss": float(np.mean(align[-20:])), "seconds": round(t1 - t0, 1)},
+            "lm": {"steps_planned": args.lm_steps, "steps_done": lm_done, "batch": args.lm_batch, "lr": args.lr_lm,
+                   "first_loss": float(np.mean(lm_losses[:10])) if lm_losses else None,
+                   "final_loss": float(np.mean(lm_losses[-10:])) if lm_losses else None, "seconds": round(t2 - t1, 1)},
+            "train_seconds": round(t2 - t0, 1), "prior": shapes.PRIORS, "prior_p": shapes.PRIOR_P,
+            "torch": torch.__version__, "command": " ".join(sys.argv)}
+    out = save_vision_weights(model, args.out, meta)
+    print(json.dumps(meta, indent=1))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
