@@ -86,6 +86,16 @@ def test_attention_rows_hook_serves_long_prompts(tiny_llama):
     np.testing.assert_allclose(via_hook.prompts[0].patterns["L1H0"], plain.prompts[0].patterns["L1H0"], atol=1e-6)
 
 
+def test_long_prompts_take_the_fused_rows_and_equal_the_capture(tiny_llama):
+    text = "a prompt that is long enough to be split into blocks"
+    fused = viewer_from_model(tiny_llama, [text], [(1, 0), (0, 3)], max_tokens=8)  # rows from attention_rows
+    cap = interp.capture(tiny_llama, text, CaptureSpec(sites=("pattern",), layers=(0, 1)))
+    captured = viewer_from_capture(cap, tiny_llama.tokenizer, [(1, 0), (0, 3)], max_tokens=8)
+    assert fused.prompts[0].block == captured.prompts[0].block > 1
+    for head in ("L1H0", "L0H3"):
+        np.testing.assert_allclose(fused.prompts[0].patterns[head], captured.prompts[0].patterns[head], atol=1e-5)
+
+
 def test_head_metrics_names_conditions_only_when_several():
     df = make_frame([{"model": "m", "task": "t", "layer": 2, "head": 0, "metric": m, "value": v, "condition": c}
                      for m, v, c in [("induction", 0.5, "rand"), ("previous_token", 0.1, "prose"), ("previous_token", 0.3, "rand")]])

@@ -13,9 +13,8 @@ JavaScript; no ipywidgets, no server.
   (``AttentionViewer.describe()``). A 4096-token prompt at the default 256 blocks costs about 0.3 MB per head.
 
 Patterns come from a :class:`~interp.hooks.Capture` (:func:`viewer_from_capture`) or straight from the model
-(:func:`viewer_from_model`), which captures one layer at a time. :data:`ATTENTION_ROWS` is the hook where a
-fused ``attention_rows(model, inputs, heads, queries)`` can supply the rows of long prompts without capturing
-any ``[query key]`` pattern.
+(:func:`viewer_from_model`). For long prompts ``viewer_from_model`` takes the rows from the fused path's
+``attention_rows`` (:data:`ATTENTION_ROWS`), so no layer's whole ``[head query key]`` pattern is built.
 """
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from interp.errors import InputError
+from interp.errors import InputError, UnsupportedModelError
 
 MAX_TOKENS = 256
 _ids = itertools.count()
@@ -64,7 +63,7 @@ def block_labels(tokens: Sequence[str], block: int, width: int = 14) -> tuple[li
     for start in range(0, len(tokens), block):
         text = "".join(tokens[start:start + block])
         end = min(start + block, len(tokens)) - 1
-        short.append(f"[{start}–{end}] {text.strip()[:width]}")
+        short.append(f"[{start}–{end}] {' '.join(text.split())[:width]}")  # one line per block, whatever the text holds
         full.append(f"tokens {start}–{end}: {text[:300]}")
     return short, full
 
@@ -169,8 +168,8 @@ class AttentionViewer:
 
 def _labels(p: ViewerPrompt) -> tuple[list[str], list[str]]:
     """Axis labels and hover texts of a prompt's cells (tokens, or blocks of tokens)."""
-    if p.block == 1:
-        return [f"{i}:{t!r}"[:24] for i, t in enumerate(p.tokens)], list(p.tokens)
+    if p.block == 1:  # line breaks show as ↵ so that the token strip keeps one token per box
+        return [f"{i}:{t!r}"[:24] for i, t in enumerate(p.tokens)], [t.replace("\n", "↵") for t in p.tokens]
     return block_labels(p.tokens, p.block)
 
 
@@ -257,21 +256,32 @@ def viewer_from_capture(cap, tokenizer, heads: Sequence | None = None, *, prompt
     return attention_viewer(patterns, tokens, metrics=metrics, max_tokens=max_tokens, title=title)
 
 
-# (model, inputs, heads, queries) -> {head_label: [len(queries) key_pos]}; set to the fused kernel's
-# ``attention_rows`` where it is available, so long prompts never materialize a [query key] pattern.
+# (model, tokens [1 pos], heads [(layer, head)], queries) -> {head_label: [len(queries) key_pos]}
 AttentionRows = Callable[..., Mapping[str, object]]
-ATTENTION_ROWS: AttentionRows | None = None
+
+
+def fused_rows(model, tokens, heads, queries) -> dict[str, object]:
+    """Rows from the fused path (:func:`interp.attnstats.rows.attention_rows`): the forward stops after the last
+    chosen layer and no layer's full ``[head query key]`` pattern is built."""
+    from interp.attnstats.rows import attention_rows
+    from interp.types import HeadId
+
+    ids = [HeadId(l, h) for l, h in heads]
+    rows = attention_rows(model, tokens, heads=ids, queries=list(queries))  # [batch head query key_pos]
+    return {str(h): rows[0, i] for i, h in enumerate(ids)}
+
+
+ATTENTION_ROWS: AttentionRows = fused_rows
 
 
 def viewer_from_model(model, prompts: Mapping[str, object] | Sequence[str], heads: Sequence, *,
                       metrics: Mapping[str, Mapping[str, float]] | None = None, max_tokens: int = MAX_TOKENS,
                       title: str = "Attention patterns", attention_rows: AttentionRows | None = None) -> AttentionViewer:
-    """Capture the patterns of ``heads`` on each prompt (text or ``[1 pos]`` tokens; a mapping names them) and
-    build the viewer. Each prompt runs alone, one capture per prompt for all the heads' layers.
-
-    With ``attention_rows`` (or :data:`ATTENTION_ROWS`), prompts longer than ``max_tokens`` take every query's
-    row from it instead of a capture, block by block, which is the path for long prompts once the fused
-    ``attention_rows`` is available."""
+    """The patterns of ``heads`` on each prompt (text or ``[1 pos]`` tokens; a mapping names them), one run per
+    prompt for all the heads. Prompts up to ``max_tokens`` tokens are captured (the bridge's pattern hook);
+    longer ones take their rows from ``attention_rows`` (default :data:`ATTENTION_ROWS`, the fused path), which
+    never builds a whole layer's pattern, and are then downsampled by blocks. A model the fused path does not
+    cover falls back to the capture, with a warning."""
     from interp.hooks import CaptureSpec, capture
 
     named = dict(prompts) if isinstance(prompts, Mapping) else {f"prompt {i}": p for i, p in enumerate(prompts)}
@@ -289,9 +299,25 @@ def viewer_from_model(model, prompts: Mapping[str, object] | Sequence[str], head
             for l, h in heads:
                 patterns[(pid, _label((l, h)))] = cap.get("pattern", l, h)[0]
         else:
-            tokens[pid], rows = _rows_from(rows_fn, model, prompt, heads)
+            try:
+                tokens[pid], rows = _rows_from(rows_fn, model, prompt, heads)
+            except UnsupportedModelError as e:
+                import warnings
+
+                warnings.warn(f"attention rows by the fused path are not available for this model ({e}); capturing the "
+                              f"full patterns of prompt {pid!r} instead", stacklevel=2)
+                rows_fn = None
+                tokens[pid], rows = _rows_from(_captured_rows, model, prompt, heads)
             patterns.update({(pid, k): v for k, v in rows.items()})
     return attention_viewer(patterns, tokens, metrics=metrics, max_tokens=max_tokens, title=title)
+
+
+def _captured_rows(model, tokens, heads, queries) -> dict[str, object]:
+    """:data:`AttentionRows` from the bridge's pattern hook (the whole ``[query key]`` pattern of each layer)."""
+    from interp.hooks import CaptureSpec, capture
+
+    cap = capture(model, tokens, CaptureSpec(sites=("pattern",), layers=tuple(sorted({l for l, _ in heads}))), return_logits=False)
+    return {_label((l, h)): cap.get("pattern", l, h)[0, list(queries)] for l, h in heads}
 
 
 def _n_tokens(model, prompt) -> int:
@@ -414,4 +440,4 @@ window.interpAttentionViewer = window.interpAttentionViewer || function (uid) {
 """
 
 __all__ = ["AttentionViewer", "ViewerPrompt", "attention_viewer", "viewer_from_capture", "viewer_from_model",
-           "block_downsample", "head_metrics", "ATTENTION_ROWS", "MAX_TOKENS"]
+           "block_downsample", "head_metrics", "fused_rows", "ATTENTION_ROWS", "MAX_TOKENS"]
