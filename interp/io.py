@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from interp.errors import InputError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -59,6 +61,34 @@ def write_parquet(path: str | Path, df: "pd.DataFrame") -> Path:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
     return Path(path)
+
+
+def read_results(path: str | Path) -> "pd.DataFrame":
+    """A tidy result table from a parquet file, or InputError naming what is wrong: a missing or unreadable
+    file, the tidy columns it lacks (``interp.schema.REQUIRED``), a non-numeric or NaN ``value``."""
+    import pandas as pd
+    import pyarrow
+
+    from interp.schema import REQUIRED, validate_frame
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"{str(path)!r} does not exist or is not a file; pass a results .parquet file")
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pyarrow.ArrowException) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{str(path)!r} is not a readable parquet file ({first[:200]}); pass a results .parquet file") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise InputError(f"{str(path)!r} lacks the tidy columns {', '.join(missing)} (a result needs "
+                         f"{', '.join(REQUIRED)}); pass a table written by an interp job or built with interp.schema.make_frame")
+    if df.empty:
+        raise InputError(f"{str(path)!r} holds no rows; nothing to plot")
+    try:
+        return validate_frame(df)
+    except InputError as e:
+        raise InputError(f"{str(path)!r}: {e}") from None
 
 
 def _umask() -> int:

@@ -56,6 +56,8 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
         bad = df.loc[np.isnan(vals), "metric"].unique()[:5]
         raise InputError(f"NaN values for metrics {list(bad)}; drop undefined observations instead of storing NaN")
     for col in ("layer", "head"):
+        if not pd.api.types.is_integer_dtype(df[col]):
+            raise InputError(f"column {col!r} must hold integers (-1 for 'not applicable'), got dtype {df[col].dtype}")
         if (df[col] < -1).any():
             raise InputError(f"column {col!r} has values below -1; use -1 only for 'not applicable'")
     return df

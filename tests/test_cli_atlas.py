@@ -22,6 +22,7 @@ def test_atlas_on_tiny_writes_three_files(tiny_llama, tmp_path):
     html = paths["report"].read_text()
     assert "<script src=" not in html and html.count("* plotly.js v") == 1  # plotly.js embedded exactly once
     assert html.count("class='grid'") == 1
+    assert html.count("class='interp-viewer'") == 1 and "all 16 tokens" in html  # the attention viewer, full resolution
     meta = json.loads(paths["run"].read_text())
     assert meta["seed"] == 0 and "torch" in meta["versions"]
 

@@ -12,13 +12,12 @@ import pandas as pd
 
 from interp.analyze.attention import summary_frame
 from interp.analyze.detectors import PATTERNS, detector_scores
-from interp.hooks import CaptureSpec, capture
 from interp.io import write_parquet
 from interp.jobs.config import AtlasConfig, resolved
 from interp.jobs.outdir import claim
 from interp.jobs.runinfo import write_run
 from interp.models import is_causal, model_name, model_source
-from interp.plot import Grid, head_heatmap, pattern_viewer, write_report
+from interp.plot import Grid, head_heatmap, write_report
 from interp.attnstats import attention_stats
 from interp.inputs import start_token_id
 from interp.tasks.texts import repeated_random_tokens, shipped_prose, text_tokens
@@ -116,21 +115,17 @@ def _sections(model, df, tokens, config):
         heads += [(l, h) for l, h, _ in top_heads(df, metric, config.view_heads, "repeated_random")]
     heads = list(dict.fromkeys(heads))
     return [("Per-head metrics (layer × head)", grid),
-            ("Attention patterns (top detector heads)", _viewer(model, heads, tokens, config))]
+            ("Attention patterns (top detector heads; hover a token)", _viewer(model, df, heads, tokens, config))]
 
 
-def _viewer(model, heads, tokens, config):
+def _viewer(model, df, heads, tokens, config):
+    from interp.plot.viewer import head_metrics, viewer_from_model
+
     rand = repeated_random_tokens(model.cfg.d_vocab, config.view_tokens // 2, 1, seed=config.seed,
                                   bos=start_token_id(model.tokenizer))
-    prompts = {"prose": tokens[:, : config.view_tokens], "repeated": rand}
-    layers = tuple(sorted({l for l, _ in heads}))
-    pats, strs = {}, {}
-    for pid, toks in prompts.items():
-        cap = capture(model, toks, CaptureSpec(sites=("pattern",), layers=layers), return_logits=False)
-        strs[pid] = cap.str_tokens(model.tokenizer)
-        for l, h in heads:
-            pats[(pid, f"L{l}H{h}")] = cap["pattern", l][0, h]
-    return pattern_viewer(pats, strs)
+    prompts = {"prose": tokens[:, : config.view_tokens], "repeated random": rand}
+    return viewer_from_model(model, prompts, heads, metrics=head_metrics(df, heads),
+                             title="Attention patterns of the top detector heads")
 
 
 def _intro(model, df) -> str:

@@ -4,34 +4,49 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import plotly.graph_objects as go
 
 from interp.io import write_text
 
-Section = tuple[str, "go.Figure | str | Grid"]
+Section = tuple[str, "go.Figure | str | Grid | HtmlPart"]
 
 
 class Grid(list):
-    """Figures laid out side by side (wrapping) in one section: ``Grid([fig, fig, ...])``."""
+    """Items laid out side by side (wrapping) in one section: ``Grid([fig, fig, html_table, ...])``."""
+
+
+@runtime_checkable
+class HtmlPart(Protocol):
+    """Anything besides a figure that draws with plotly (e.g. the attention viewer): it renders itself,
+    embedding plotly.js only when asked to."""
+
+    def to_html(self, include_plotlyjs: bool) -> str: ...
 
 
 def render_report(title: str, sections: Sequence[Section], *, intro: str = "") -> str:
     """One HTML page; plotly.js is embedded with the first figure only, however many follow."""
     parts, state = [], {"first": True}
 
-    def figure(fig: go.Figure) -> str:
-        out = fig.to_html(full_html=False, include_plotlyjs=state["first"], include_mathjax=False,
-                          config={"displaylogo": False})
+    def body(item) -> str:
+        if isinstance(item, str):
+            return item
+        if isinstance(item, Grid):
+            return "<div class='grid'>" + "".join(f"<div>{body(f)}</div>" for f in item) + "</div>"
+        if isinstance(item, go.Figure):
+            out = item.to_html(full_html=False, include_plotlyjs=state["first"], include_mathjax=False,
+                               config={"displaylogo": False})
+        elif isinstance(item, HtmlPart):
+            out = item.to_html(include_plotlyjs=state["first"])
+        else:
+            raise TypeError(f"a report section holds a figure, HTML text, a Grid or an HtmlPart, not {type(item).__name__}")
         state["first"] = False
         return out
 
-    for heading, body in sections:
-        if isinstance(body, Grid):
-            body = "<div class='grid'>" + "".join(f"<div>{figure(f)}</div>" for f in body) + "</div>"
-        elif isinstance(body, go.Figure):
-            body = figure(body)
-        parts.append(f"<section><h2>{html.escape(heading)}</h2>\n{body}\n</section>")
+    for heading, item in sections:
+        h2 = f"<h2>{html.escape(heading)}</h2>\n" if heading else ""
+        parts.append(f"<section>{h2}{body(item)}\n</section>")
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
