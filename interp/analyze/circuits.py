@@ -451,12 +451,15 @@ def head_class(row: dict, params: CircuitParams, s2_class: str = "S-inhibition")
 def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId]) -> float:
     """The task metric (mean over prompts) with ``ablate`` heads' ``z`` set to their per-position mean over the
     corrupted prompts of the same group (template)."""
+    from interp.inputs import to_batch
     from interp.intervene.means import mean_activations
 
     ablate = sorted(set(ablate))
     per_prompt = torch.zeros(len(task))
-    for g in sorted(set(task.groups)):
-        idx = [i for i, x in enumerate(task.groups) if x == g]
+    lengths = to_batch(model, task.clean).attention_mask.sum(1).tolist()
+    keys = list(zip(task.groups, lengths))  # per-position means need one template and one length
+    for g in sorted(set(keys)):
+        idx = [i for i, x in enumerate(keys) if x == g]
         sub = LogitDiff(task.metric.io[idx], task.metric.s[idx], task.metric.end[idx])
         edits = []
         if ablate:
