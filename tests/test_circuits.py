@@ -98,3 +98,98 @@ def test_discovery_reuse_and_repair_on_tiny(tiny_llama):
         assert torch.allclose(row.sum(-1), torch.ones(3), atol=1e-6)
         assert (row[torch.arange(3), right] == 0).all()
         assert torch.allclose(row[torch.arange(3), wrong[0]], torch.full((3,), 0.5))
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+from interp.cli import main  # noqa: E402
+
+
+def _fake_circuit_dir(path, model):
+    import json
+
+    path.mkdir()
+    (path / "manifest.json").write_text(json.dumps({"verb": "circuits", "key": "x", "config": {"model": model, "task": "ioi"}}))
+    for name in ("circuit.parquet", "patching.parquet"):
+        (path / name).write_bytes(b"")
+    return path
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["circuits", "--task", "sudoku"], "--task 'sudoku' unknown"),
+    (["circuits", "--prompts", "0"], "--prompts must be at least 1"),
+    (["repair", "--prompts", "0"], "--prompts must be at least 1"),
+    (["circuits", "--model", "minilm-l6"], "needs a causal language model"),
+])
+def test_bad_input_exits_2_with_one_line(args, msg, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and msg in err and "\n" not in err
+
+
+def test_reuse_refuses_circuits_of_different_models(capsys, tmp_path):
+    a = _fake_circuit_dir(tmp_path / "a", "smollm2-135m")
+    b = _fake_circuit_dir(tmp_path / "b", "gpt2")
+    with pytest.raises(SystemExit) as e:
+        main(["reuse", str(a), str(b), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "different models" in err and "\n" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["reuse", str(a), str(tmp_path), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "not an `interp circuits` result folder" in capsys.readouterr().err
+
+
+def test_tokenizer_without_single_token_names_exits_2(tiny_dir, capsys, tmp_path):
+    for task in ("ioi", "colored-objects"):
+        with pytest.raises(SystemExit) as e:
+            main(["circuits", "--model", str(tiny_dir), "--task", task, "--prompts", "2", "--out", str(tmp_path / task), "--threads", "1"])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and "single" in err and "\n" not in err
+
+
+# ---------------------------------------------------------------------------------------------- SmolLM2
+
+
+@pytest.mark.smollm
+def test_ioi_logit_difference_positive_on_90_percent(smollm2):
+    from interp.tasks.ioi import ioi
+    import interp
+
+    data = ioi(smollm2, 50)
+    assert data.accuracy(interp.run(smollm2, data.clean)) >= 0.9
+
+
+@pytest.mark.smollm
+@pytest.mark.slow
+def test_colored_objects_accuracy_above_chance(smollm2):
+    import interp
+    from interp.tasks.colored_objects import colored_objects
+
+    data = colored_objects(smollm2, 40, seed=1)
+    assert data.accuracy(interp.run(smollm2, data.clean)) > 0.125
+    assert all(len(smollm2.tokenizer(t)["input_ids"]) == len(smollm2.tokenizer(data.clean[0])["input_ids"]) for t in data.corrupted)
+
+
+@pytest.mark.smollm
+@pytest.mark.slow
+def test_smollm2_ioi_circuit_job(smollm2, tmp_path):
+    """A small `interp circuits` run: the circuit's heads, mean-ablated, lower the logit difference by ≥ 20%,
+    and faithfulness is reported."""
+    import json
+
+    from interp.analyze.circuits import ioi_task, mean_ablated_metric
+    from interp.jobs.circuits import run_circuits
+    from interp.jobs.circuits_config import CircuitsConfig
+
+    config = CircuitsConfig(task="ioi", prompts=12, stages=2, keep=6)
+    paths = run_circuits(smollm2, tmp_path / "ioi", config, progress=False)
+    heads = pd.read_parquet(paths["circuit"])
+    assert len(heads) and {"class", "stage", "effect", "copy_score"} <= set(heads.columns)
+    run = json.loads(paths["run"].read_text())
+    f = run["summary"]["faithfulness"]
+    assert {"full", "circuit", "faithfulness"} <= set(f) and f["full"] > 0
+    task = ioi_task(smollm2, 12)
+    ids = [HeadId(int(l), int(h)) for l, h in zip(heads["layer"], heads["head"])]
+    assert mean_ablated_metric(smollm2, task, ids) <= 0.8 * f["full"]
+    assert "plotly" in paths["report"].read_text()
