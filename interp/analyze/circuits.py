@@ -20,10 +20,10 @@ this is a heuristic: ``benchmarks/circuits.py`` reports how many of the unpruned
 
 **Classes** (thresholds are :class:`CircuitParams` fields):
 
-- stage 1, effect > 0 and (copy score ≥ ``copy_threshold`` or attention END→IO ≥ ``attn_threshold``): name mover
-  (the color mover in Colored Objects);
-- stage 1, effect < 0 and (copy score ≤ −``copy_threshold`` or attention END→IO ≥ ``attn_threshold``):
-  negative mover;
+- stage 1, a head that moves a token: ``|copy score| ≥ copy_threshold`` or attention END→IO or END→S2 ≥
+  ``attn_threshold``. With effect > 0 it is a name mover (the color mover in Colored Objects; a head that
+  attends S and writes −S, negative copy score, also raises the logit difference and counts here), with
+  effect < 0 a negative mover;
 - stage ≥ 2: the largest of these attention masses if it is ≥ ``attn_threshold``: END→S2 (S-inhibition in IOI,
   content gatherer in Colored Objects, where S2 is the queried object in the question), S2→S1+1 (induction),
   S2→S1 (duplicate token), t→t−1 averaged over positions (previous token);
@@ -434,10 +434,9 @@ def head_class(row: dict, params: CircuitParams, s2_class: str = "S-inhibition")
     """The class rule of the module docstring for one head's stage, effect, copy score and attention."""
     att, cp = params.attn_threshold, params.copy_threshold
     if row["stage"] == 1:
-        if row["effect"] > 0 and (row["copy_score"] >= cp or row["end_io"] >= att):
-            return "name mover"
-        if row["effect"] < 0 and (row["copy_score"] <= -cp or row["end_io"] >= att):
-            return "negative mover"
+        moves = abs(row["copy_score"]) >= cp or max(row["end_io"], row["end_s2"]) >= att
+        if moves:
+            return "name mover" if row["effect"] > 0 else "negative mover"
         return "other"
     feats = {s2_class: row["end_s2"], "induction": row["s2_s1p1"], "duplicate token": row["s2_s1"],
              "previous token": row["prev"]}
