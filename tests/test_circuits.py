@@ -193,3 +193,20 @@ def test_smollm2_ioi_circuit_job(smollm2, tmp_path):
     ids = [HeadId(int(l), int(h)) for l, h in zip(heads["layer"], heads["head"])]
     assert mean_ablated_metric(smollm2, task, ids) <= 0.8 * f["full"]
     assert "plotly" in paths["report"].read_text()
+
+
+def test_head_class_rule_follows_its_thresholds():
+    from interp.analyze.circuits import head_class
+
+    p = CircuitParams(attn_threshold=0.2, copy_threshold=0.3)
+    base = {"end_io": 0.0, "end_s2": 0.0, "s2_s1": 0.0, "s2_s1p1": 0.0, "prev": 0.0, "copy_score": 0.0}
+    assert head_class({**base, "stage": 1, "effect": 0.5, "end_io": 0.5}, p) == "name mover"
+    assert head_class({**base, "stage": 1, "effect": 0.5, "end_s2": 0.6, "copy_score": -1.0}, p) == "name mover"
+    assert head_class({**base, "stage": 1, "effect": -0.2, "copy_score": 0.8}, p) == "negative mover"
+    assert head_class({**base, "stage": 1, "effect": 0.5, "end_io": 0.1}, p) == "other"
+    assert head_class({**base, "stage": 2, "effect": 0.1, "end_s2": 0.7}, p) == "S-inhibition"
+    assert head_class({**base, "stage": 2, "effect": 0.1, "end_s2": 0.7}, p, "content gatherer") == "content gatherer"
+    assert head_class({**base, "stage": 3, "effect": 0.1, "s2_s1p1": 0.7, "s2_s1": 0.3}, p) == "induction"
+    assert head_class({**base, "stage": 3, "effect": 0.1, "s2_s1": 0.7}, p) == "duplicate token"
+    assert head_class({**base, "stage": 3, "effect": 0.1, "prev": 0.9}, p) == "previous token"
+    assert head_class({**base, "stage": 2, "effect": 0.1, "prev": 0.15}, p) == "other"
