@@ -1,13 +1,13 @@
 """The repair experiment (Merullo et al. 2024, §8): move Colored Objects onto the IOI circuit's mechanism.
 
-From the IOI circuit take the analogues of the paper's inhibition heads (the ``n_inhibition`` stage-2 heads
-classed S-inhibition, else the stage-2 heads with the largest effect) and its negative mover (the stage-1 head
-with the most negative effect). ``SetPattern`` makes each of them, at the final position of every Colored
+From the IOI circuit take the analogues of the paper's inhibition heads (the ``n_inhibition`` stage-2 heads,
+those classed S-inhibition first, by |effect|) and its negative mover (the stage-1 head with a negative effect,
+one classed negative mover first, by |effect|). ``SetPattern`` makes each of them, at the final position of every Colored
 Objects prompt, attend 1/2 to each of the two wrong colors of the query and 0 elsewhere (so 0 on the right
 color). Reported per condition: top-1 accuracy over the 8 colors and the mean logit difference; the
 random-heads control draws heads of the same count (excluding the chosen ones) ``draws`` times; and the mover
 heads' attention (stage-1 heads with positive effect) from the final position to the right color and to the
-two wrong colors, before and after.
+two wrong colors, before and after (the stage-1 heads classed name mover, else those with positive effect).
 """
 from __future__ import annotations
 
@@ -32,9 +32,11 @@ def repair_heads(circuit_heads: pd.DataFrame, n_inhibition: int = 3) -> tuple[li
     s2 = s2.assign(mag=s2["effect"].abs()).sort_values(["is_inh", "mag"], ascending=False)
     inh = [HeadId(int(l), int(h)) for l, h in zip(s2["layer"], s2["head"])][:n_inhibition]
     s1 = df[df["stage"] == 1]
-    neg = s1[s1["effect"] < 0].sort_values("effect")
+    neg = s1[s1["effect"] < 0].assign(is_neg=lambda d: d["class"] == "negative mover", mag=lambda d: d["effect"].abs())
+    neg = neg.sort_values(["is_neg", "mag"], ascending=False)
     negs = [HeadId(int(l), int(h)) for l, h in zip(neg["layer"], neg["head"])][:1]
-    pos = s1[s1["effect"] > 0]
+    pos = s1[s1["class"] == "name mover"]
+    pos = pos if len(pos) else s1[s1["effect"] > 0]
     movers = [HeadId(int(l), int(h)) for l, h in zip(pos["layer"], pos["head"])]
     if not inh and not negs:
         raise InputError("the IOI circuit has no stage-2 or negative-mover heads to repair with; run more stages or prompts")
@@ -90,7 +92,7 @@ def repair_experiment(model, data, inhibition: Sequence[HeadId], negative: Seque
     conds += [("random", s, rng.sample(pool, len(chosen))) for s in range(draws)]
     rows = []
     for name, s, heads in tqdm(conds, disable=not progress, desc="repair", leave=False):
-        key = f"{name}-{s}"
+        key = f"{name}-{s}-{' '.join(map(str, heads))}"  # a changed head choice never reuses a stale part
         if store is not None and store.done(key):
             rows.append(store.get(key).drop(columns=["unit"], errors="ignore"))
             continue
