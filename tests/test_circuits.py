@@ -157,7 +157,8 @@ def test_ioi_logit_difference_positive_on_90_percent(smollm2):
     import interp
 
     data = ioi(smollm2, 50)
-    assert data.accuracy(interp.run(smollm2, data.clean)) >= 0.9
+    positive = int((data.metric.per_prompt(interp.run(smollm2, data.clean)) > 0).sum())
+    assert positive >= 45  # ≥ 90% of 50, counted exactly (45/50 in float32 is 0.8999…)
 
 
 @pytest.mark.smollm
