@@ -1,4 +1,4 @@
-"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | vision | sweep | plot``.
+"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | vision | circuits | reuse | repair | sweep | plot``.
 
 Every verb follows one pattern: build the job's config (argument checks), resolve the model name to its config
 and check the job against it (context length, model kind, head counts), claim the output folder (created,
@@ -324,6 +324,73 @@ def vision(model: str = typer.Option("tinyvlm", help="a LLaVA-style model: tinyv
     from interp.jobs.vision import run_vision
 
     _echo_paths(run_vision(m, out, config, progress=not quiet))
+
+
+@app.command()
+def circuits(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+             task: str = typer.Option("ioi", help="task: ioi or colored-objects"),
+             prompts: int = typer.Option(100, help="number of task prompts"), seed: int = typer.Option(0),
+             stages: int = typer.Option(3, help="path-patching stages backwards from the logits"),
+             prune: bool = typer.Option(True, help="AtP* prunes the senders before exact path patching"),
+             keep: int = typer.Option(16, help="senders path patched exactly per stage when pruning"),
+             top_frac: float = typer.Option(0.02, help="fraction of all heads kept per stage"),
+             min_effect: float = typer.Option(0.02, help="smallest |normalized path effect| of a circuit head"),
+             attn_threshold: float = typer.Option(0.2, help="attention mass that assigns an attention-based class"),
+             copy_threshold: float = typer.Option(0.3, help="|copy score| that assigns a mover class"),
+             faithfulness: bool = typer.Option(True, help="measure faithfulness (three mean-ablated runs)"),
+             out: Path = typer.Option(Path("runs/circuits"), help="output directory (resumes if interrupted)"),
+             device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
+             quiet: bool = typer.Option(False, help="no progress bar")):
+    """Circuit discovery by path patching → circuit.parquet, patching.parquet, report.html, run.json."""
+    from interp.jobs.circuits_config import CircuitsConfig
+
+    config = CircuitsConfig(task=task, prompts=prompts, seed=seed, stages=stages, prune=prune, keep=keep, top_frac=top_frac,
+                            min_effect=min_effect, attn_threshold=attn_threshold, copy_threshold=copy_threshold,
+                            faithfulness=faithfulness)
+    _prepare("circuits", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.circuits import run_circuits
+
+    _echo_paths(run_circuits(m, out, config, progress=not quiet))
+
+
+@app.command()
+def reuse(dir_a: Path = typer.Argument(..., help="an `interp circuits` folder (e.g. IOI)"),
+          dir_b: Path = typer.Argument(..., help="another `interp circuits` folder of the same model"),
+          top_frac: float = typer.Option(0.02, help="fraction of all heads taken per stage"),
+          out: Path = typer.Option(Path("runs/reuse"), help="output directory")):
+    """Overlap of two circuits (top 2% per stage), Jaccard, rank correlation → reuse.parquet, report.html."""
+    from interp.jobs.circuits_config import ReuseConfig
+    from interp.jobs.outdir import check_writable
+
+    config = ReuseConfig(dir_a=str(dir_a), dir_b=str(dir_b), top_frac=top_frac)
+    check_writable(out)
+    from interp.jobs.circuits import run_reuse
+
+    _echo_paths(run_reuse(out, config))
+
+
+@app.command()
+def repair(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+           prompts: int = typer.Option(100, help="Colored Objects prompts"),
+           circuit: Optional[Path] = typer.Option(None, help="an `interp circuits --task ioi` folder (default: discover it here)"),
+           ioi_prompts: int = typer.Option(60, help="IOI prompts when the circuit is discovered here"),
+           draws: int = typer.Option(5, help="random-heads control draws"),
+           n_inhibition: int = typer.Option(3, help="inhibition-head analogues taken from the IOI circuit"),
+           keep: int = typer.Option(16, help="senders path patched per stage when discovering the IOI circuit"),
+           seed: int = typer.Option(0), out: Path = typer.Option(Path("runs/repair"), help="output directory (resumes)"),
+           device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
+           quiet: bool = typer.Option(False, help="no progress bar")):
+    """Repair Colored Objects with the IOI circuit's inhibition/negative-mover analogues → repair.parquet, report.html."""
+    from interp.jobs.circuits_config import RepairConfig
+
+    config = RepairConfig(prompts=prompts, ioi_prompts=ioi_prompts, circuit=None if circuit is None else str(circuit),
+                          draws=draws, n_inhibition=n_inhibition, seed=seed, keep=keep)
+    _prepare("repair", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.circuits import run_repair
+
+    _echo_paths(run_repair(m, out, config, progress=not quiet))
 
 
 def expand_lists(argv: list[str]) -> list[str]:

@@ -103,15 +103,18 @@ def _tile(x, b: int, k: int):
     return x
 
 
-def execute_from(plan: Plan, prefix: Prefix, mask: torch.Tensor, positions: list[int] | None) -> torch.Tensor:
-    """Logits of ``plan``'s row groups, starting from the clean residual stream at ``plan.start_layer``."""
+def execute_from(plan: Plan, prefix: Prefix, mask: torch.Tensor, positions: list[int] | None, stop: int | None = None) -> torch.Tensor:
+    """Logits of ``plan``'s row groups, starting from the clean residual stream at ``plan.start_layer``; with
+    ``stop``, only layers before ``stop`` run and the residual stream there is returned (for reads)."""
     b, k, start = mask.shape[0], plan.n_groups, plan.start_layer
     with torch.no_grad(), _hf_context(plan.model, plan, mask.repeat(k, 1)) as (hf, stack):
         h = _tile(prefix.hidden[start], b, k) if b > 1 else prefix.hidden[start].repeat(k, 1, 1)
-        for i in range(start, len(stack.layers)):
+        for i in range(start, len(stack.layers) if stop is None else stop):
             args, kwargs = prefix.calls[i]
             out = stack.layers[i](h, *_tile(args, b, k), **{n: _tile(v, b, k) for n, v in kwargs.items()})
             h = out[0] if isinstance(out, tuple) else out
+        if stop is not None:
+            return h
         if positions is not None:
             h = h[:, positions]
         return stack.unembed(stack.norm(h))

@@ -1,0 +1,134 @@
+"""Colored Objects (BIG-Bench style, Merullo et al. 2024): 1-shot prompts with 3 objects and the "mindiff"
+counterfactual (methods.md §8).
+
+A prompt is one solved example followed by the query::
+
+    Q: On the desk, I see a red cup, an orange pen, and a blue bowl. What color is the pen?
+    A: Orange
+    Q: On the floor, you see a green jug, a black ball, and a brown mug. What color is the ball?
+    A:
+
+The label is " " + the Title-cased color. The counterfactual is the same prompt with the queried object replaced
+by another object of the list, so its answer is that object's color; the answer pair is (clean color,
+counterfactual color) and the metric is their logit difference at the last token. Accuracy is top-1 over the 8
+color labels.
+
+Only objects and colors that are a single token (after a space) for the model's tokenizer are used, so a
+prompt and its counterfactual have the same token positions and every prompt of a batch has the same length.
+Colors must all be single tokens (the label set is fixed at 8); objects that are not are dropped (SmolLM2 keeps
+14 of the 17).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from interp.errors import InputError
+from interp.tasks.ioi import LogitDiff, single_tokens
+
+OBJECTS = ("pencil", "notebook", "pen", "cup", "plate", "jug", "mug", "puzzle", "textbook", "leash", "necklace",
+           "bracelet", "bottle", "ball", "envelope", "lighter", "bowl")
+COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "black")
+SURFACES = ("table", "desk", "floor")
+SUBJECTS = ("there is", "you see", "I see")
+TEMPLATE = "Q: On the {surface}, {subject} {items}. What color is the {object}?\nA:"
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _question(rng: random.Random, objects: list[str], colors: list[str]) -> tuple[str, list[str], list[str], int]:
+    objs = rng.sample(objects, 3)
+    cols = rng.sample(colors, 3)
+    items = [f"{_article(c)} {c} {o}" for c, o in zip(cols, objs)]
+    q = rng.randrange(3)
+    text = TEMPLATE.format(surface=rng.choice(SURFACES), subject=rng.choice(SUBJECTS),
+                           items=f"{items[0]}, {items[1]}, and {items[2]}", object=objs[q])
+    return text, objs, cols, q
+
+
+@dataclass(frozen=True)
+class ColoredObjectsData:
+    clean: list[str]
+    corrupted: list[str]  # mindiff: the queried object replaced by another object of the list
+    answer: list[str]  # clean color (lower case)
+    counterfactual: list[str]  # the counterfactual's color
+    metric: LogitDiff  # logit(" Clean") − logit(" Counterfactual") at the last token
+    label_ids: torch.Tensor  # [8] ids of " Red", " Orange", ... in COLORS order
+    color_ids: torch.Tensor  # [8] ids of " red", " orange", ... (the colors as they appear in the prompt)
+    answer_index: torch.Tensor  # [batch] index into COLORS of the clean answer
+    positions: dict[str, torch.Tensor]  # [batch] token positions: end, io (answer color), s1, s2, wrong1, wrong2
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+    def accuracy(self, logits: torch.Tensor) -> float:
+        """Top-1 accuracy over the 8 color labels at each prompt's last token."""
+        return float((self.predictions(logits) == self.answer_index).float().mean())
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        b = torch.arange(logits.shape[0])
+        last = logits[b, self.metric.end.to(logits.device)]  # [batch d_vocab]
+        return last[:, self.label_ids.to(logits.device)].argmax(-1).cpu()
+
+
+def colored_objects(model, n: int = 100, *, seed: int = 0) -> ColoredObjectsData:
+    """``n`` 1-shot Colored Objects prompts with their mindiff counterfactuals."""
+    from interp.inputs import to_batch
+
+    if n < 1:
+        raise InputError(f"n must be at least 1, got {n}")
+    tok = model.tokenizer
+    color_ids = single_tokens(tok, COLORS, "color")
+    label_ids = single_tokens(tok, [c.title() for c in COLORS], "color label")
+    objects = list(single_tokens(tok, OBJECTS, "object", strict=False))
+    if len(objects) < 4:
+        raise InputError(f"only {len(objects)} of the {len(OBJECTS)} objects are single tokens for this tokenizer; "
+                         "Colored Objects needs at least 4")
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        ex, ex_objs, ex_cols, ex_q = _question(rng, objects, list(COLORS))
+        shot = f"{ex} {ex_cols[ex_q].title()}\n"
+        text, objs, cols, q = _question(rng, objects, list(COLORS))
+        other = rng.choice([i for i in range(3) if i != q])
+        cf = text[: text.rindex(objs[q] + "?")] + objs[other] + "?\nA:"
+        rows.append((shot + text, shot + cf, cols[q], cols[other], objs[q], [c for i, c in enumerate(cols) if i != q]))
+    clean = [r[0] for r in rows]
+    batch = to_batch(model, clean)
+    if batch.padded:
+        raise InputError("Colored Objects prompts tokenize to different lengths for this tokenizer; "
+                         "its colors, objects or phrases are not all single tokens")
+    tokens = batch.tokens.cpu()
+    end = torch.full((n,), tokens.shape[1] - 1)
+    obj_ids = single_tokens(tok, objects, "object")
+    positions = {"end": end, "io": [], "s1": [], "s2": [], "wrong1": [], "wrong2": []}
+    for b, (_, _, col, _, obj, wrong) in enumerate(rows):
+        row = tokens[b].tolist()
+        s2 = len(row) - 5  # "<object> ? \n A :" closes every query
+        positions["s2"].append(s2)
+        positions["s1"].append(_last(row, obj_ids[obj], s2))
+        positions["io"].append(_last(row, color_ids[col], s2))
+        positions["wrong1"].append(_last(row, color_ids[wrong[0]], s2))
+        positions["wrong2"].append(_last(row, color_ids[wrong[1]], s2))
+    positions = {k: torch.as_tensor(v) for k, v in positions.items()}
+    metric = LogitDiff(torch.tensor([label_ids[r[2].title()] for r in rows]),
+                       torch.tensor([label_ids[r[3].title()] for r in rows]), end)
+    return ColoredObjectsData(clean, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], metric,
+                              torch.tensor([label_ids[c.title()] for c in COLORS]),
+                              torch.tensor([color_ids[c] for c in COLORS]),
+                              torch.tensor([COLORS.index(r[2]) for r in rows]), positions)
+
+
+def _last(row: list[int], token: int, before: int) -> int:
+    """Position of the last ``token`` before ``before`` (the query's own list comes after the example)."""
+    for p in range(before - 1, -1, -1):
+        if row[p] == token:
+            return p
+    raise InputError(f"token {token} not found in the prompt; the tokenizer splits a color or object differently in context")
+
+
+__all__ = ["colored_objects", "ColoredObjectsData", "COLORS", "OBJECTS", "TEMPLATE"]
