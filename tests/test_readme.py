@@ -1,9 +1,12 @@
 """Every command in the README's bash blocks runs as written, with small settings and a tiny model swapped in.
 
-``interp`` commands run in-process with the tiny model, a temporary ``--out`` and small sizes substituted for
-their options (the option names and the list syntax stay as the README writes them). ``python benchmarks/…``
-commands are checked for being accepted by the script's argument parser (``--help`` appended); they are
-measurements, not tests. ``make`` commands are what CI itself runs.
+``interp`` commands run in-process, in README order, with the tiny model (or a bundled one where the task needs
+a real tokenizer or a vision model), ``runs/…`` paths moved to one temporary folder (so ``interp plot`` and
+``interp reuse`` read what the commands before them wrote), a sweep spec shrunk to the tiny model, and small sizes
+substituted for their options (the option names and the list syntax stay as the README writes them).
+``python benchmarks/…`` commands are checked for being accepted by the script's argument parser (``--help``
+appended); they are measurements, not tests. ``make`` commands are what CI itself runs. Commands in ``console``
+blocks (setting up a Ray cluster) are not run.
 """
 import re
 import shlex
@@ -24,11 +27,14 @@ SMALL = {"atlas": {"--seq-len": ["6"], "--text-tokens": ["24"], "--quiet": []},
          "plot": {},
          "patch": {"--prompts": ["2"], "--quiet": []},
          "steer": {"--max-new-tokens": ["3"]},
+         "circuits": {"--prompts": ["4"], "--quiet": []},
+         "repair": {"--prompts": ["4"], "--quiet": []},
          "vision": {"--n-ordinary": ["1"], "--n-trap": ["1"], "--n-captions": ["1"], "--max-caption-tokens": ["3"], "--quiet": []}}
 # spec keys made small for the tiny model (a sweep's spec is a file, so its sizes are set there)
 SMALL_SPEC = {"size": "2", "length": "4", "seq_len": "6", "text_tokens": "24", "tokens": "12", "prompts": "2"}
 # Verbs whose task needs a real tokenizer or a vision model run on the bundled models instead of the tiny one.
-MODELS = {"patch": "smollm2-135m", "steer": "smollm2-135m", "vision": "tinyvlm"}
+MODELS = {"patch": "smollm2-135m", "steer": "smollm2-135m", "circuits": "smollm2-135m", "repair": "smollm2-135m",
+          "vision": "tinyvlm"}
 
 
 def readme_commands() -> list[list[str]]:
@@ -62,51 +68,45 @@ def test_readme_has_the_two_fresh_machine_commands_first():
     assert COMMANDS[:2] == [["make", "demo"], ["make", "test"]]
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One folder for every ``runs/…`` path of the README, so later commands read what earlier ones wrote."""
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.mark.parametrize("argv", [c for c in COMMANDS if c[0] == "interp"], ids=lambda a: " ".join(a)[:60])
-def test_readme_interp_command_runs(argv, tiny_dir, tmp_path, monkeypatch):
+def test_readme_interp_command_runs(argv, tiny_dir, runs, monkeypatch):
     from interp.cli import main
 
-    monkeypatch.chdir(ROOT)  # the README's relative paths (data/…) are from the repository root
-    args = argv[1:]
+    monkeypatch.chdir(ROOT)  # the README's relative paths (data/…, examples/…) are from the repository root
+    args = [str(runs / a[len("runs/"):]) if a.startswith("runs/") else a for a in argv[1:]]
     if args == ["--version"]:
         main(args)
         return
     verb = args[0]
-    if verb == "plot":  # its input is another command's output: give it a small tidy table at that path
-        _tidy_table(tmp_path / args[1])
-        main(_override([verb, str(tmp_path / args[1]), *args[2:]], {"--out": [str(tmp_path / "out" / "report.html")]}))
-        assert (tmp_path / "out" / "report.html").exists()
-        return
     if verb == "sweep":  # its models are in its spec
-        args[1] = str(_small_spec(ROOT / args[1], tiny_dir, tmp_path))
-    writes = "--out" in args
-    model = {} if verb == "sweep" else {"--model": [MODELS.get(verb, str(tiny_dir))]}
-    args = _override(args, {**model, **SMALL[verb]})
-    if writes:
-        args = _override(args, {"--out": [str(tmp_path / "out")]})
-    if verb == "sweep" and "--resume" in args:
-        main([a for a in args if a != "--resume"])  # something to resume
+        args[1] = str(_small_spec(ROOT / args[1], tiny_dir, runs))
+    elif verb not in ("reuse", "plot"):  # these read other commands' folders
+        args = _override(args, {"--model": [MODELS.get(verb, str(tiny_dir))]})
+    args = _override(args, SMALL.get(verb, {}))
     main(args)
-    if writes:
-        assert (tmp_path / "out" / "run.json").exists() and (tmp_path / "out" / "manifest.json").exists()
+    if "--out" in args and verb != "plot":
+        out = Path(args[args.index("--out") + 1])
+        assert (out / "run.json").exists() and (out / "manifest.json").exists()
 
 
-def _small_spec(spec: Path, tiny_dir: Path, tmp_path: Path) -> Path:
-    """The README's spec with the tiny model and small sizes; heads are left as written ("all")."""
-    text = re.sub(r'(\[\[models\]\]\s*\nname\s*=\s*)"[^"]*"', lambda m: m.group(1) + f'"{tiny_dir}"', spec.read_text())
-    for key, value in SMALL_SPEC.items():
-        text = re.sub(rf"(?m)^{key}\s*=\s*\d+", f"{key} = {value}", text)
-    out = tmp_path / spec.name
-    out.write_text(text)
+def _small_spec(spec: Path, tiny_dir, runs: Path) -> Path:
+    """The README's sweep spec on the tiny model, one seed, small tasks and atlas (edited as text, so comments
+    and layout stay)."""
+    small = {"seeds": "[0]", "size": "2", "length": "6", "seq_len": "8", "text_tokens": "24"}
+    text = spec.read_text(encoding="utf-8")
+    for key, value in small.items():
+        text = re.sub(rf"^{key} = [^#\n]*", f"{key} = {value}  ", text, flags=re.M)
+    text = re.sub(r'^(\[\[models\]\]\s*\nname = )"[^"]*"', lambda m: m.group(1) + f'"{tiny_dir}"', text, flags=re.M)
+    out = runs / spec.name
+    if not out.exists():  # the --resume command must see the same spec
+        out.write_text(text, encoding="utf-8")
     return out
-
-
-def _tidy_table(path: Path) -> None:
-    from interp.schema import make_frame
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_frame([{"model": "m", "task": "t", "layer": l, "head": h, "metric": "score", "value": l + h / 10, "condition": c}
-                for l in range(2) for h in range(3) for c in ("a", "b")]).to_parquet(path)
 
 
 @pytest.mark.parametrize("argv", [c for c in COMMANDS if c[0] == "python"], ids=lambda a: " ".join(a)[:60])
