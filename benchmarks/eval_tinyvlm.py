@@ -2,7 +2,7 @@
 hallucination rate and CHAIR-style caption rates.
 
     python benchmarks/eval_tinyvlm.py                 # 200 ordinary scenes, 100 trap scenes, 40 captions
-    python benchmarks/eval_tinyvlm.py --subset        # the fixed subset the test checks (24 / 12 scenes)
+    python benchmarks/eval_tinyvlm.py --subset        # the fixed subset the test checks (12 / 6 scenes)
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ def main(argv=None) -> None:
     ap.add_argument("--ordinary", type=int, default=200)
     ap.add_argument("--trap", type=int, default=100)
     ap.add_argument("--captions", type=int, default=40)
-    ap.add_argument("--subset", action="store_true", help="the test's fixed subset: 24 ordinary, 12 trap scenes, no captions")
+    ap.add_argument("--subset", action="store_true", help="the test's fixed subset: 12 ordinary, 6 trap scenes, no captions")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.subset:
-        args.ordinary, args.trap, args.captions = 24, 12, 0
+        args.ordinary, args.trap, args.captions = 12, 6, 0
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     import interp
