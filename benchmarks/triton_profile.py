@@ -1,0 +1,64 @@
+"""CUDA only: where the triton stats path spends its time, per kernel (device time from torch.profiler) and
+host overhead, plus a sweep over tile configs of the main pass. A developer tool for tuning ``choose_config``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+sys.path.insert(0, os.path.dirname(__file__))
+from attn_kernel import _inputs  # noqa: E402
+
+from interp.attnstats.kernels import attn_stats_kernel  # noqa: E402
+from interp.attnstats.kernels._common import validate  # noqa: E402
+from interp.attnstats.kernels.triton_kernel import Config, attn_stats_triton  # noqa: E402
+
+
+def _profile(fn, label):
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+    print(f"--- {label}: device time per call by kernel (us)")
+    for ev in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:8]:
+        print(f"{ev.device_time_total / 5:>10.1f}  {ev.key[:90]}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--dtype", default="bfloat16")
+    a = ap.parse_args()
+    dt = getattr(torch, a.dtype)
+    configs = [Config(64, 64, 4, 3), Config(128, 64, 4, 3), Config(128, 64, 8, 3), Config(128, 32, 4, 3),
+               Config(128, 64, 8, 4), Config(128, 128, 8, 3), Config(64, 32, 4, 4), Config(64, 64, 4, 2), Config(128, 128, 4, 2), Config(128, 64, 4, 2)]
+    for n in a.n:
+        q, k, v, seg = _inputs(n, "cuda", dt)
+        sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
+        full = lambda: attn_stats_kernel(q, k, v, scale=0.125, causal=True, segments=seg, key_mass=True,  # noqa: E731
+                                         backend="triton")
+        bare = lambda: attn_stats_kernel(q, k, v, scale=0.125, causal=True, backend="triton")  # noqa: E731
+        print(f"\n===== n={n} {a.dtype}: sdpa {do_bench(sdpa):.3f} ms | full {do_bench(full):.3f} ms | "
+              f"no segments/key_mass {do_bench(bare):.3f} ms")
+        _profile(full, "full (2 segments + key_mass)")
+        _profile(sdpa, "sdpa")
+        prob = validate(q, k, v, scale=0.125, key_valid=None, segments=seg, softcap=None, edit=None,
+                        backend="triton", causal=True, rows=None)
+        kw = dict(scale=0.125, causal=True, key_valid=None, segments=seg, key_mass=False, softcap=None)
+        print("config sweep, main pass with 2 segments (no key_mass):")
+        for cfg in configs:
+            try:
+                t = do_bench(lambda: attn_stats_triton(q, k, v, prob, config=cfg, **kw))
+                print(f"  {cfg}: {t:.3f} ms")
+            except Exception as e:  # out of shared memory etc.
+                print(f"  {cfg}: failed ({str(e).splitlines()[0][:80]})")
+
+
+if __name__ == "__main__":
+    main()
