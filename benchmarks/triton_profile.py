@@ -30,6 +30,19 @@ def _profile(fn, label):
         print(f"{ev.device_time_total / 5:>10.1f}  {ev.key[:90]}")
 
 
+def _host(fn, label):
+    """Host (Python + launch) time per call by op: what the GPU waits for when calls are small."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+    print(f"--- {label}: host self time per call by op (us)")
+    for ev in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]:
+        print(f"{ev.self_cpu_time_total / 5:>10.1f}  x{ev.count // 5:<3} {ev.key[:80]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, nargs="+", default=[2048, 8192])
@@ -48,6 +61,7 @@ def main():
               f"no segments/key_mass {do_bench(bare):.3f} ms")
         _profile(full, "full (2 segments + key_mass)")
         _profile(sdpa, "sdpa")
+        _host(full, "full")
         prob = validate(q, k, v, scale=0.125, key_valid=None, segments=seg, softcap=None, edit=None,
                         backend="triton", causal=True, rows=None)
         kw = dict(scale=0.125, causal=True, key_valid=None, segments=seg, key_mass=False, softcap=None)

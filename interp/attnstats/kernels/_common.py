@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -57,6 +58,22 @@ class Problem:
     @property
     def offset(self) -> int:
         return self.k_len - self.q_len
+
+
+# Segment tensors already checked, by id -> (weak reference, version). A model forward passes one segments
+# tensor to every layer; checking it once instead of per layer removes a host-device sync per layer on a GPU.
+_VALID: dict[int, tuple] = {}
+
+
+def _seen_valid(t: torch.Tensor) -> bool:
+    hit = _VALID.get(id(t))
+    return hit is not None and hit[0]() is t and hit[1] == t._version
+
+
+def _remember_valid(t: torch.Tensor) -> None:
+    if len(_VALID) > 32:
+        _VALID.clear()
+    _VALID[id(t)] = (weakref.ref(t), t._version)
 
 
 def _desc(t: torch.Tensor) -> str:
@@ -131,8 +148,10 @@ def validate(
             )
         if segments.device != q.device:
             raise DeviceMismatchError(f"segments is on {segments.device} but q is on {q.device}; move it with .to(q.device)")
-        if not bool(((segments == 0) | (segments == 1)).all()):
-            raise InputError("segments must contain only 0/1 indicators; threshold or round them first")
+        if not _seen_valid(segments):
+            if not bool(((segments == 0) | (segments == 1)).all()):
+                raise InputError("segments must contain only 0/1 indicators; threshold or round them first")
+            _remember_valid(segments)
         S = segments.shape[1]
     resolved = resolve_edit(edit, B, H, S, q_len=Q, k_len=K, causal=causal, key_valid=key_valid)
     return Problem(

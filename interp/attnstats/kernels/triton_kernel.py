@@ -109,9 +109,10 @@ def _mm(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
-def _mm01(a, b):
+def _mm01(a, b, NSPLIT: tl.constexpr):
     """``a @ b`` for an fp32 tile ``a`` and a 0/1 tile ``b``, exact to fp32: ``a`` splits into three bf16 parts
-    (8+8+8 mantissa bits) and each part meets ``b`` (exact in bf16) on the tensor cores. On an H100 this is
+    (8+8+8 mantissa bits; ``NSPLIT=2`` keeps 16 bits, relative error 2^-17, for fp16/bf16 inputs whose
+    output already carries bf16 rounding) and each part meets ``b`` (exact in bf16) on the tensor cores. On an H100 this is
     about 4x cheaper than one tf32x3 product, which made the class masses cost 3x the rest of the pass."""
     if _UPCAST:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
@@ -119,10 +120,11 @@ def _mm01(a, b):
     hi = a.to(tl.bfloat16)
     r = a - hi.to(tl.float32)
     mid = r.to(tl.bfloat16)
-    lo = (r - mid.to(tl.float32)).to(tl.bfloat16)
     acc = tl.dot(hi, bb)
     acc = tl.dot(mid, bb, acc)
-    return tl.dot(lo, bb, acc)
+    if NSPLIT == 3:
+        acc = tl.dot((r - mid.to(tl.float32)).to(tl.bfloat16), bb, acc)
+    return acc
 
 
 @triton.jit
@@ -169,14 +171,14 @@ def _score_tile(q, K, kbase, skn, skd, offs_m, offs_n, offs_d, mmask, dmask, b64
 def _edited_tile(s, vis, onehot, offs_m, offs_n, mmask, nmask, lse, row, bh64, b64,
                  FAC, UMIX, NVINV, IMIX, OWNV, OVR, W, QLEN, KLEN, OFF,
                  HAS_FAC: tl.constexpr, HAS_UMIX: tl.constexpr, HAS_IMIX: tl.constexpr, HAS_OVR: tl.constexpr,
-                 NC_PAD: tl.constexpr, PREC: tl.constexpr):
+                 NC_PAD: tl.constexpr, PREC: tl.constexpr, NSPLIT: tl.constexpr):
     """The edited attention tile ``A'`` from scores and the row's known ``lse`` (edits 2-5 of :mod:`.edits`)."""
     lse_safe = tl.where(lse > float("-inf"), lse, 0.0)
     a = tl.exp(s - lse_safe[:, None])  # exp(-inf) = 0 for invisible keys
     if HAS_FAC:  # ACT: each key's class factor, gathered by a one-hot product
         offs_c = tl.arange(0, NC_PAD)
         fac = tl.load(FAC + row[:, None] * NC_PAD + offs_c[None, :], mask=mmask[:, None], other=1.0)
-        a = a * _mm01(fac, tl.trans(onehot))
+        a = a * _mm01(fac, tl.trans(onehot), NSPLIT)
     if HAS_UMIX:
         u = tl.load(UMIX + bh64)
         nvinv = tl.load(NVINV + b64 * QLEN + offs_m, mask=mmask, other=0.0)
@@ -200,7 +202,7 @@ def _fwd_step(q, K, V, kbase, vbase, skn, skd, svn, svd, start, offs_m, offs_d, 
               KVALID, skvb, skvn, CLS, BIAS, KLEN, OFF, scale, softcap, m_i, l_i, t_i, best, bidx, acc, cacc,
               CAUSAL: tl.constexpr, HAS_KV: tl.constexpr, HAS_CLS: tl.constexpr, HAS_BIAS: tl.constexpr,
               HAS_SOFTCAP: tl.constexpr, LSE_ONLY: tl.constexpr, BLOCK_N: tl.constexpr, NC_PAD: tl.constexpr,
-              PREC: tl.constexpr):
+              PREC: tl.constexpr, NSPLIT: tl.constexpr):
     """One key block of the online pass: rescale every accumulator by exp(m_old - m_new), add the block."""
     offs_n = start + tl.arange(0, BLOCK_N)
     s, vis, onehot = _score_tile(q, K, kbase, skn, skd, offs_m, offs_n, offs_d, mmask, dmask, b64, bh64,
@@ -225,7 +227,7 @@ def _fwd_step(q, K, V, kbase, vbase, skn, skd, svn, svd, start, offs_m, offs_d, 
         acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PREC)
     l_i = alpha * l_i + tl.sum(p, axis=1)
     if HAS_CLS:
-        cacc = cacc * alpha[:, None] + _mm01(p, onehot)
+        cacc = cacc * alpha[:, None] + _mm01(p, onehot, NSPLIT)
     return m_new, l_i, t_i, best, bidx, acc, cacc
 
 
@@ -236,7 +238,7 @@ def _fwd_kernel(Q, K, V, KVALID, CLS, BIAS, OSCALE, O, LSE, ENT, MAXW, ARGMAX, C
                 CAUSAL: tl.constexpr, HAS_KV: tl.constexpr, HAS_CLS: tl.constexpr, HAS_BIAS: tl.constexpr,
                 HAS_SOFTCAP: tl.constexpr, HAS_OSCALE: tl.constexpr, LSE_ONLY: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, NC_PAD: tl.constexpr,
-                PREC: tl.constexpr):
+                PREC: tl.constexpr, NSPLIT: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b64 = (pid_bh // H).to(tl.int64)
@@ -268,12 +270,12 @@ def _fwd_kernel(Q, K, V, KVALID, CLS, BIAS, OSCALE, O, LSE, ENT, MAXW, ARGMAX, C
         m_i, l_i, t_i, best, bidx, acc, cacc = _fwd_step(
             q, K, V, kbase, vbase, skn, skd, svn, svd, start, offs_m, offs_d, mmask, dmask, b64, bh64,
             KVALID, skvb, skvn, CLS, BIAS, KLEN, OFF, scale, softcap, m_i, l_i, t_i, best, bidx, acc, cacc,
-            False, HAS_KV, HAS_CLS, HAS_BIAS, HAS_SOFTCAP, LSE_ONLY, BLOCK_N, NC_PAD, PREC)
+            False, HAS_KV, HAS_CLS, HAS_BIAS, HAS_SOFTCAP, LSE_ONLY, BLOCK_N, NC_PAD, PREC, NSPLIT)
     for start in range(mid, hi, BLOCK_N):
         m_i, l_i, t_i, best, bidx, acc, cacc = _fwd_step(
             q, K, V, kbase, vbase, skn, skd, svn, svd, start, offs_m, offs_d, mmask, dmask, b64, bh64,
             KVALID, skvb, skvn, CLS, BIAS, KLEN, OFF, scale, softcap, m_i, l_i, t_i, best, bidx, acc, cacc,
-            CAUSAL, HAS_KV, HAS_CLS, HAS_BIAS, HAS_SOFTCAP, LSE_ONLY, BLOCK_N, NC_PAD, PREC)
+            CAUSAL, HAS_KV, HAS_CLS, HAS_BIAS, HAS_SOFTCAP, LSE_ONLY, BLOCK_N, NC_PAD, PREC, NSPLIT)
     nonempty = l_i > 0
     l_safe = tl.where(nonempty, l_i, 1.0)
     linv = tl.where(nonempty, 1.0 / l_safe, 0.0)
@@ -302,7 +304,7 @@ def _edited_kernel(Q, K, V, KVALID, CLS, BIAS, OSCALE, LSE, FAC, UMIX, NVINV, IM
                    HAS_SOFTCAP: tl.constexpr, HAS_OSCALE: tl.constexpr, HAS_FAC: tl.constexpr,
                    HAS_UMIX: tl.constexpr, HAS_IMIX: tl.constexpr, HAS_OVR: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, NC_PAD: tl.constexpr,
-                   PREC: tl.constexpr):
+                   PREC: tl.constexpr, NSPLIT: tl.constexpr):
     """Pass 2: the edited rows, tile by tile, with pass 1's lse (no online rescaling needed)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -336,7 +338,7 @@ def _edited_kernel(Q, K, V, KVALID, CLS, BIAS, OSCALE, LSE, FAC, UMIX, NVINV, IM
                                      HAS_CLS, HAS_BIAS, HAS_SOFTCAP, NC_PAD, PREC)
         a = _edited_tile(s, vis, onehot, offs_m, offs_n, mmask, nmask, lse, row, bh64, b64,
                          FAC, UMIX, NVINV, IMIX, OWNV, OVR, W, QLEN, KLEN, OFF,
-                         HAS_FAC, HAS_UMIX, HAS_IMIX, HAS_OVR, NC_PAD, PREC)
+                         HAS_FAC, HAS_UMIX, HAS_IMIX, HAS_OVR, NC_PAD, PREC, NSPLIT)
         bm = tl.max(a, axis=1)
         ba = tl.argmax(a, axis=1).to(tl.int32) + start
         upd = bm > best
@@ -347,7 +349,7 @@ def _edited_kernel(Q, K, V, KVALID, CLS, BIAS, OSCALE, LSE, FAC, UMIX, NVINV, IM
                     mask=nmask[:, None] & dmask[None, :], other=0.0)
         acc += _mm(a.to(v.dtype), v, PREC)
         if HAS_CLS:
-            cacc += _mm01(a, onehot)
+            cacc += _mm01(a, onehot, NSPLIT)
     tl.store(ENT + row, -t_i, mask=mmask)
     tl.store(MAXW + row, best, mask=mmask)
     tl.store(ARGMAX + row, bidx.to(tl.int64), mask=mmask)
@@ -367,7 +369,7 @@ def _keymass_kernel(Q, K, KVALID, CLS, BIAS, LSE, FAC, UMIX, NVINV, IMIX, OWNV, 
                     CAUSAL: tl.constexpr, HAS_KV: tl.constexpr, HAS_CLS: tl.constexpr, HAS_BIAS: tl.constexpr,
                     HAS_SOFTCAP: tl.constexpr, HAS_FAC: tl.constexpr, HAS_UMIX: tl.constexpr,
                     HAS_IMIX: tl.constexpr, HAS_OVR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    D_PAD: tl.constexpr, NC_PAD: tl.constexpr, PREC: tl.constexpr):
+                    D_PAD: tl.constexpr, NC_PAD: tl.constexpr, PREC: tl.constexpr, NSPLIT: tl.constexpr):
     """Column sums of the (edited) pattern over valid queries, one key block per program (deterministic)."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -395,7 +397,7 @@ def _keymass_kernel(Q, K, KVALID, CLS, BIAS, LSE, FAC, UMIX, NVINV, IMIX, OWNV, 
         lse = tl.load(LSE + row, mask=mmask, other=float("-inf"))
         a = _edited_tile(s, vis, onehot, offs_m, offs_n, mmask, nmask, lse, row, bh64, b64,
                          FAC, UMIX, NVINV, IMIX, OWNV, OVR, W, QLEN, KLEN, OFF,
-                         HAS_FAC, HAS_UMIX, HAS_IMIX, HAS_OVR, NC_PAD, PREC)
+                         HAS_FAC, HAS_UMIX, HAS_IMIX, HAS_OVR, NC_PAD, PREC, NSPLIT)
         rowok = mmask
         if HAS_KV:
             rowok = rowok & (tl.load(KVALID + b64 * skvb + (OFF + offs_m) * skvn, mask=mmask, other=0) != 0)
@@ -410,7 +412,7 @@ def _rows_kernel(Q, K, KVALID, CLS, BIAS, LSE, FAC, UMIX, NVINV, IMIX, OWNV, OVR
                  CAUSAL: tl.constexpr, HAS_KV: tl.constexpr, HAS_CLS: tl.constexpr, HAS_BIAS: tl.constexpr,
                  HAS_SOFTCAP: tl.constexpr, HAS_FAC: tl.constexpr, HAS_UMIX: tl.constexpr,
                  HAS_IMIX: tl.constexpr, HAS_OVR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 D_PAD: tl.constexpr, NC_PAD: tl.constexpr, PREC: tl.constexpr):
+                 D_PAD: tl.constexpr, NC_PAD: tl.constexpr, PREC: tl.constexpr, NSPLIT: tl.constexpr):
     """A tile of requested attention rows ``[batch, head j, query j', key]`` from the known lse."""
     pid_n = tl.program_id(0)
     pid_bj = tl.program_id(1)
@@ -435,7 +437,7 @@ def _rows_kernel(Q, K, KVALID, CLS, BIAS, LSE, FAC, UMIX, NVINV, IMIX, OWNV, OVR
     lse = tl.load(LSE + row, mask=mmask, other=float("-inf"))
     a = _edited_tile(s, vis, onehot, offs_m, offs_n, mmask, nmask, lse, row, bh64, b64,
                      FAC, UMIX, NVINV, IMIX, OWNV, OVR, W, QLEN, KLEN, OFF,
-                     HAS_FAC, HAS_UMIX, HAS_IMIX, HAS_OVR, NC_PAD, PREC)
+                     HAS_FAC, HAS_UMIX, HAS_IMIX, HAS_OVR, NC_PAD, PREC, NSPLIT)
     out_row = (b64 * NH + j64) * NQ + offs_j
     tl.store(ROWS + out_row[:, None] * KLEN + offs_n[None, :], a, mask=mmask[:, None] & nmask[None, :])
 
@@ -557,6 +559,7 @@ def attn_stats_triton(
     flags = dict(CAUSAL=bool(causal), HAS_KV=key_valid is not None, HAS_CLS=segments is not None,
                  HAS_BIAS=edit.segment_scale is not None, HAS_SOFTCAP=softcap is not None)
     tiles = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D_PAD=D_PAD, NC_PAD=NC_PAD, PREC=prec,
+                 NSPLIT=3 if q.dtype == torch.float32 else 2,
                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     general = edit.needs_probabilities
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), kv8.stride(0), kv8.stride(1))
