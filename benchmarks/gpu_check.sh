@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make gpu-check`: on a CUDA machine, install what is needed, run the kernel tests with compiled Triton, time the
-# triton stats kernel and the whole model against SDPA (flash) in fp16 and bf16, and print one table.
+# triton stats kernel (per layer) and the whole model against SDPA (flash) in fp16 and bf16, and print the tables.
 # Without CUDA it runs the CPU-checkable part: the kernel tests under Triton's interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +19,8 @@ fi
 "$PY" -c "import torch, triton; print('gpu-check:', torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton.__version__)"
 TRITON_INTERPRET=0 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py
 TRITON_INTERPRET=0 "$PY" benchmarks/attn_kernel.py --device cuda --dtypes float16,bfloat16 --sizes 1024,2048,4096,8192,16384
-TRITON_INTERPRET=0 "$PY" benchmarks/attn_stats.py --device cuda --dtype bfloat16 --n 2048 8192
+TRITON_INTERPRET=0 "$PY" benchmarks/gpu_model.py --n 1024 2048 4096 8192 --dtypes bfloat16 float16
+# the real bundled weights, where this machine can unpack the bundled GGUF model (needs transformer_lens + gguf)
+if "$PY" -c "import transformer_lens, gguf" 2>/dev/null; then
+    TRITON_INTERPRET=0 "$PY" benchmarks/attn_stats.py --device cuda --dtype bfloat16 --n 2048 8192
+fi
