@@ -107,6 +107,10 @@ def hf_model_of(model) -> torch.nn.Module:
 
 
 def _unwrap_bridge(module: torch.nn.Module, swaps: list) -> None:
+    import sys
+
+    if "transformer_lens" not in sys.modules:  # no bridge was ever built, so a plain HF model holds none
+        return
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
     for name, child in list(module._modules.items()):
