@@ -43,6 +43,22 @@ def _host(fn, label):
         print(f"{ev.self_cpu_time_total / 5:>10.1f}  x{ev.count // 5:<3} {ev.key[:80]}")
 
 
+def _host_pieces(pieces):
+    """Host time per call of each piece, 50 calls queued without a sync in between (what the CPU spends)."""
+    import time
+
+    for label, fn in pieces:
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(50):
+            fn()
+        t1 = time.perf_counter()
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        print(f"  host {label:<28} {(t1 - t0) / 50 * 1e6:>8.1f} us/call queued, {(t2 - t0) / 50 * 1e6:>8.1f} us/call with drain")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, nargs="+", default=[2048, 8192])
@@ -62,6 +78,10 @@ def main():
         _profile(full, "full (2 segments + key_mass)")
         _profile(sdpa, "sdpa")
         _host(full, "full")
+        from interp.attnstats.kernels.triton_kernel import _classes
+        _host_pieces([("validate", lambda: validate(q, k, v, scale=0.125, key_valid=None, segments=seg, softcap=None,
+                                                     edit=None, backend="triton", causal=True, rows=None)),
+                      ("_classes", lambda: _classes(seg)), ("bare call", bare), ("full call", full)])
         prob = validate(q, k, v, scale=0.125, key_valid=None, segments=seg, softcap=None, edit=None,
                         backend="triton", causal=True, rows=None)
         kw = dict(scale=0.125, causal=True, key_valid=None, segments=seg, key_mass=False, softcap=None)
