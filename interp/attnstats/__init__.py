@@ -33,7 +33,8 @@ class AttnStats:
     ``backend`` names the kernel that actually ran (``cpu``, ``triton``, ``reference`` or ``eager``).
     ``segment_mass [batch layer head_index query_pos n_segments]``, ``key_mass [batch layer head_index key_pos]``
     (column sums over real queries), ``z [batch layer query_pos head_index d_head]`` (per-head output before
-    W_O, when requested), ``logits [batch pos d_vocab]``. Rows of padding queries carry no meaning; use
+    W_O, when requested), ``logits [batch pos d_vocab]`` (left on the model's device: on a GPU, copying them
+    to the host cost more than all the statistics). The statistics are on the CPU. Rows of padding queries carry no meaning; use
     ``attention_mask``."""
 
     model: str
@@ -138,7 +139,7 @@ def _assemble(model, batch: Batch, calls: Mapping[int, Sequence[KernelStats]], n
         lse=stack("lse"), entropy=stack("entropy"), max_weight=stack("max_weight"), argmax=stack("argmax"),
         segment_names=tuple(names), segment_mass=stack("segment_mass"), key_mass=stack("key_mass"),
         z=None if z is None else z.transpose(2, 3),  # [batch layer head q d] -> [batch layer query_pos head_index d_head]
-        logits=None if logits is None else logits.detach().cpu(), backend=backend,
+        logits=None if logits is None else logits.detach(), backend=backend,
         meta={"causal": is_causal(hf)},
     )
 

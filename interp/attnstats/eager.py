@@ -66,5 +66,5 @@ def eager_stats(model, batch: Batch, names, seg, *, key_mass: bool, edits, retur
     return AttnStats(model=model_name(model), tokens=batch.tokens.cpu(), attention_mask=batch.attention_mask.cpu(),
                      lse=stack("lse"), entropy=stack("entropy"), max_weight=stack("max_weight"), argmax=stack("argmax"),
                      segment_names=tuple(names), segment_mass=stack("segment_mass"), key_mass=stack("key_mass"),
-                     z=stack("z"), logits=logits.detach().cpu(), backend="eager",
+                     z=stack("z"), logits=logits.detach(), backend="eager",
                      meta={"causal": is_causal(model)})

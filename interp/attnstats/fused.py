@@ -42,13 +42,22 @@ class Recorder:
     calls: dict[int, list[KernelStats]] = field(default_factory=dict)
     last: dict[int, KernelStats] = field(default_factory=dict)
 
+    fitted: dict = field(default_factory=dict, repr=False)  # (name, k_len, device) -> tensor, shared by layers
+
     def segments_for(self, k_len: int, device) -> torch.Tensor | None:
         """Segments cover the prompt; keys beyond it (generated tokens) belong to no segment."""
-        return _fit_keys(self.segments, k_len, device, fill=0.0)
+        return self._fit("segments", k_len, device, 0.0)
 
     def key_valid_for(self, k_len: int, device) -> torch.Tensor | None:
         """Keys beyond the prompt (generated tokens) are real."""
-        return _fit_keys(self.key_valid, k_len, device, fill=True)
+        return self._fit("key_valid", k_len, device, True)
+
+    def _fit(self, name: str, k_len: int, device, fill):
+        # one tensor for every layer: the kernel checks and classifies a segments tensor once, not per layer
+        key = (name, k_len, str(device))
+        if key not in self.fitted:
+            self.fitted[key] = _fit_keys(getattr(self, name), k_len, device, fill)
+        return self.fitted[key]
 
     def store(self, layer: int, st: KernelStats) -> None:
         if not self.keep_z:

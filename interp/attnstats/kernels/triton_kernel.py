@@ -48,6 +48,7 @@ Float64 inputs, ``d_head > 256`` and more than 64 distinct segment-membership cl
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -446,7 +447,22 @@ def _pow2(x: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(int(x)))
 
 
+_CLASS_MEMO: dict[int, tuple] = {}
+
+
 def _classes(segments: torch.Tensor):
+    """:func:`_key_classes`, once per segments tensor (a model passes the same one to every layer)."""
+    hit = _CLASS_MEMO.get(id(segments))
+    if hit is not None and hit[0]() is segments and hit[1] == segments._version:
+        return hit[2]
+    if len(_CLASS_MEMO) > 32:
+        _CLASS_MEMO.clear()
+    out = _key_classes(segments)
+    _CLASS_MEMO[id(segments)] = (weakref.ref(segments), segments._version, out)
+    return out
+
+
+def _key_classes(segments: torch.Tensor):
     """Key classes: ``cls [batch, key_pos]`` int32, ``table [n_classes, n_segments]`` float, ``n_classes``.
 
     Up to 6 segments a key's class is its membership bit code (``2^S`` classes, some possibly empty): no sort
