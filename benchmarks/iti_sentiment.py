@@ -1,8 +1,8 @@
 """ITI on SmolLM2 with the shipped sentiment items (data/mc): per-head probes, then steering the top-K heads.
 
-Items alternate positive/negative; even-numbered items train the probes (70/30 train/validation split inside
-``probe_heads``), odd-numbered items measure steering. P(positive) is the softmax over the two answer tokens
-(" positive", " negative") at the last prompt token.
+Items alternate positive/negative; items 0-1, 4-5, 8-9, ... train the probes (70/30 train/validation split
+inside ``probe_heads``), items 2-3, 6-7, ... measure steering (25 positive and 25 negative reviews in each half).
+P(positive) is the softmax over the two answer tokens (" positive", " negative") at the last prompt token.
 
     python benchmarks/iti_sentiment.py [--k 8 16 32] [--alpha -10 -5 5 10]
 """
@@ -43,7 +43,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     model = interp.load_model("smollm2-135m")
     items = load_mc("sentiment")
-    train, test = items[0::2], items[1::2]
+    # items come as (pos, neg, pos, neg, ...): alternate pairs, so both halves hold 25 of each
+    train = [it for i, it in enumerate(items) if i % 4 < 2]
+    test = [it for i, it in enumerate(items) if i % 4 >= 2]
     t0 = time.perf_counter()
     probes = interp.probe_heads(model, [it["prompt"] for it in train if it["answer"] == 0],
                                 [it["prompt"] for it in train if it["answer"] == 1], val_fraction=0.3, seed=0)
