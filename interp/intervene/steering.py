@@ -2,8 +2,8 @@
 under edits.
 
 - ``probe_heads(model, pos, neg)``: each head's ``z`` at the last real token, one scikit-learn logistic probe
-  per head on a train split, accuracy on the validation split. ``iti_edits(probes, k, alpha)``: for the top-k
-  heads by validation accuracy, ``AddToHead(h, σ_h·θ_h, α)`` with θ_h the normalized mass-mean shift
+  per head on a train split, accuracy on the validation split (stratified: each class split alike).
+  ``iti_edits(probes, k, alpha)``: for the top-k heads by validation accuracy, ``AddToHead(h, σ_h·θ_h, α)`` with θ_h the normalized mass-mean shift
   ``mean(z | pos) − mean(z | neg)`` and σ_h the std of the training activations projected on θ_h.
 - ``actadd(model, pos_prompt, neg_prompt, layer)``: ``resid_pre`` difference of a prompt pair, added at the
   front positions; ``caa(model, pos, neg, layer)``: the mean difference at the last token over contrastive
@@ -70,10 +70,7 @@ def probe_heads(model, pos_prompts, neg_prompts, *, val_fraction: float = 0.3, s
         raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
     z = last_token_site(model, pos + neg, "z")  # [n layer head d]
     y = np.array([1] * len(pos) + [0] * len(neg))
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(y))
-    n_val = max(1, int(round(val_fraction * len(y))))
-    val, train = idx[:n_val], idx[n_val:]
+    val, train = _stratified_split(y, val_fraction, seed)
     L, H, d = z.shape[1:]
     direction, weight, bias = torch.zeros(L, H, d), torch.zeros(L, H, d), torch.zeros(L, H)
     sigma, val_acc, rows = torch.zeros(L, H), torch.zeros(L, H), []
@@ -91,6 +88,20 @@ def probe_heads(model, pos_prompts, neg_prompts, *, val_fraction: float = 0.3, s
                      {"layer": l, "head": h, "metric": "sigma", "value": float(sigma[l, h])}]
     frame = make_frame(pd.DataFrame(rows).assign(model=model_name(model), task="iti_probe", seed=seed))
     return HeadProbes(model_name(model), frame, direction, weight, bias, sigma, val_acc)
+
+
+def _stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation/train indices holding ``val_fraction`` of each class (at least one of each on both sides).
+    An unstratified split of a few dozen prompts can leave the validation set's majority the training set's
+    minority, so that a probe that learned nothing scores well below chance."""
+    rng = np.random.default_rng(seed)
+    val, train = [], []
+    for c in (1, 0):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        k = min(len(idx) - 1, max(1, int(round(val_fraction * len(idx)))))
+        val += idx[:k].tolist()
+        train += idx[k:].tolist()
+    return np.array(val), np.array(train)
 
 
 def iti_edits(probes: HeadProbes, k: int = 48, alpha: float = 15.0, positions=None) -> list[AddToHead]:
