@@ -7,7 +7,8 @@ from interp import AddToHead, AddVector, HeadId, KVGroup, MeanAblate, Patch, Res
 from interp.edits import MixUniform, ScaleHeadOutput, ScaleSegment
 from interp.errors import InputError
 from interp.hooks import CaptureSpec
-from interp.sweep.heads import _loop_reference, sweep_edits
+from interp.intervene.run import Plan
+from interp.sweep.heads import _chunks, _loop_reference, sweep_edits
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -162,10 +163,16 @@ def test_batched_sweep_equals_the_loop(llama3):
     items += [[ScaleHeadOutput(HeadId(1, 2), 0.5), AddToHead(HeadId(2, 0), torch.randn(8), 2.0)],
               Patch("v", 1, KVGroup(1, 1), positions=[3], source=src), Patch("resid_pre", 2, positions=[-1], source=src),
               AddVector(0, torch.randn(48), 0.3, positions=[1, 2]), MixUniform(HeadId(2, 3), 1.0)]
+    # fused-kernel edits, several per batch (per-row edit parameters), one a list mixing fused and hooked edits
+    items += [MixUniform(HeadId(l, h), s) for l, h, s in ((0, 0, 1.0), (1, 5, 0.5), (2, 1, 0.25), (0, 3, 0.8))]
+    items += [[MixUniform(HeadId(1, 1), 1.0), ZeroAblate(HeadId(2, 2))]]
     for metric in (_metric, lambda lg: lg.log_softmax(-1)[:, :, 9].mean()):
         fast, _ = sweep_edits(llama3, x, items, metric, attention_mask=mask)
         slow = [float(metric(interp.run(llama3, x, it if isinstance(it, list) else [it], attention_mask=mask))) for it in items]
         assert max(abs(a - b) for a, b in zip(fast, slow)) < 1e-5
+    mixes = [[MixUniform(HeadId(0, h), 1.0)] for h in range(3)]
+    plans = [Plan.build(llama3, [m], 4, engine="hf") for m in mixes]
+    assert _chunks([0, 1, 2], plans, ["hf"] * 3, 8) == [[0, 1, 2]]  # fused edits share one batch
 
 
 def test_sweep_heads_frame_and_metric_errors(llama3):

@@ -3,11 +3,14 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.analyze.retrieval import (NiahConfig, copy_paste_scores, masking_grid, random_heads, retrieval_scores,
-                                      rouge1_recall, run_niah, top_heads)
+from interp.analyze.retrieval import (NiahConfig, answer_rows, copy_paste_scores, masking_grid, random_heads,
+                                      retrieval_scores, rouge1_recall, run_niah, top_heads)
 from interp.errors import InputError
 from interp.tasks.niah import Needle, build_prompt, find_span, load_needles
+from interp.plot.niah import answer_rows_figure
 from interp.types import HeadId
+
+NEEDLE_MASS = 0.3
 
 
 def test_copy_paste_rule_counts_span_hits_with_matching_token():
@@ -88,6 +91,18 @@ def test_smollm2_retrieval_heads_and_masking(smollm2, tmp_path):
                         top_k=(10,), random_k=(10,), draws=1, baseline=base[base.needle_id == 0])
     recall = grid.groupby("condition")["rouge1_recall"].mean()
     assert recall["none"] > 0.9 and recall["random10"] > 0.9 and recall["top10"] < 0.5
+
+    # the report's rows at the answer tokens (fused path): proper distributions; the top heads read the needle
+    heads = top_heads(scores, 3)
+    ar = answer_rows(smollm2, needles[0], 600, 50.0, base.iloc[0]["response"], heads)
+    n_ans = len(ar.answer_tokens)
+    assert ar.rows.shape == (3, n_ans, ar.prompt_tokens + n_ans - 1)
+    assert torch.allclose(ar.rows.sum(-1), torch.ones(3, n_ans), atol=1e-4)
+    s, e = ar.needle_span
+    on_needle = ar.rows[:, :, s:e].sum(-1).amax(1)  # [head]: best answer token's mass on the needle's answer
+    assert bool((on_needle > NEEDLE_MASS).all()), on_needle
+    fig = answer_rows_figure(ar)
+    assert len(fig.data) == 3 and len(fig.layout.shapes) == 3
 
 
 def test_chunked_prefill_matches_one_shot_and_edits_apply(tiny_llama):

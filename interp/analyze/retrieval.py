@@ -15,6 +15,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -163,3 +164,40 @@ def niah_frame(model, samples: pd.DataFrame, task: str = "niah") -> pd.DataFrame
                        "context_len": samples["context_len"], "depth": samples["depth"], "needle_id": samples["needle_id"],
                        "response": samples["response"]})
     return make_frame(df)
+
+
+@dataclass(frozen=True)
+class AnswerRows:
+    """Attention rows of chosen heads while one NIAH sample's answer is produced.
+
+    ``rows [head answer_token key_pos]``: query ``P-1+t`` (``P`` prompt tokens) is the position whose next-token
+    prediction is answer token ``t``, so each row is what the head read to produce that token."""
+
+    rows: torch.Tensor
+    heads: list[HeadId]
+    answer_tokens: list[str]
+    needle_span: tuple[int, int]  # [s, e): the answer inside the needle, in key positions
+    prompt_tokens: int
+    context_len: int
+    depth: float
+
+
+def answer_rows(model, needle: Needle, context_len: int, depth: float, response: str, heads: Sequence[HeadId], *,
+                haystack: str | None = None, max_answer_tokens: int = 24) -> AnswerRows:
+    """Rebuild a sample's prompt (as :func:`run_niah` did) and take ``heads``' full attention rows at its answer
+    tokens from the fused path (:func:`interp.attnstats.rows.attention_rows`): no ``n×n`` pattern, so a
+    3000-token haystack costs ``heads × answer tokens × n`` floats. The answer is the response re-tokenized
+    (teacher-forced); it can differ from the decoded ids where a tokenizer does not round-trip."""
+    from interp.attnstats.rows import attention_rows
+
+    tok = model.tokenizer
+    p = build_prompt(tok, needle, context_len, depth, haystack=haystack)
+    ans = tok(response, add_special_tokens=False)["input_ids"][:max_answer_tokens]
+    if not ans:
+        raise InputError("the response is empty, so there are no answer tokens to show; pick a sample that answered")
+    P = len(p.tokens)
+    ids = torch.cat([p.tokens, torch.tensor(ans[:-1], dtype=p.tokens.dtype)])[None]
+    rows = attention_rows(model, ids, heads=list(heads), queries=list(range(P - 1, P - 1 + len(ans))))[0]
+    return AnswerRows(rows=rows, heads=list(heads), answer_tokens=[tok.decode([t]) for t in ans],
+                      needle_span=tuple(int(x) for x in p.answer_span), prompt_tokens=P,
+                      context_len=context_len, depth=depth)

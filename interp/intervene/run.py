@@ -40,6 +40,7 @@ class Plan:
     n_groups: int
     start_layer: int = 0
     captured: dict = field(default_factory=dict)
+    fused_rows: list | None = None  # per group: fused-kernel edits of that group's rows (several groups)
 
     @classmethod
     def build(cls, model, groups: Sequence[Sequence], rows_per_group: int, capture_sites=(), engine: str | None = None) -> "Plan":
@@ -49,6 +50,7 @@ class Plan:
         engine = engine or choose_engine(model, every, capture_sites, dims)
         ops: dict = {}
         fused: list = []
+        per_group: list[list] = [[] for _ in groups]
         start = dims.n_layers
         for gi, g in enumerate(groups):
             rows = None if len(groups) == 1 else slice(gi * rows_per_group, (gi + 1) * rows_per_group)
@@ -59,12 +61,17 @@ class Plan:
                     for op in compiled:
                         ops.setdefault((op.site, op.layer), []).append((rows, op))
                         start = min(start, op.layer)
-                else:
-                    if len(groups) > 1:
-                        raise InputError(f"{e!r} runs in the fused attention kernel, which takes one edit set per batch; sweep it one edit per run")
-                    fused += r.fused(e)
+                else:  # the fused kernel takes per-row edit parameters, so each group keeps its own
+                    (fused if len(groups) == 1 else per_group[gi]).extend(r.fused(e))
                     start = 0
-        return cls(model, engine, ops, fused, rows_per_group, len(groups), 0 if not ops else start)
+        rows = per_group if any(per_group) else None
+        return cls(model, engine, ops, fused, rows_per_group, len(groups), 0 if not ops else start, fused_rows=rows)
+
+    def row_edits(self) -> list[list] | None:
+        """One fused edit list per batch row (``None`` when every row has the same)."""
+        if self.fused_rows is None:
+            return None
+        return [g for g in self.fused_rows for _ in range(self.rows_per_group)]
 
     def add_reads(self, spec, store: dict, layers, heads, rows) -> None:
         """Capture the sites of ``spec`` (after the edits) into ``store[(site, layer)]``; ``rows [batch k]`` are
@@ -162,12 +169,13 @@ def _hf_context(model, plan: Plan, mask: torch.Tensor):
     from interp.models import is_causal
 
     stack = find_stack(model)
-    if plan.fused:
+    if plan.fused or plan.fused_rows:
         from interp.attnstats.fused import Recorder, activate
         from interp.edits import compile_edits
 
         d = C.Dims.of(model)
-        rec = Recorder(None, key_valid=mask.bool(), edits=compile_edits(plan.fused, d.n_layers, d.n_heads, (), attention_mask=mask), keep=False)
+        edits = compile_edits(plan.fused, d.n_layers, d.n_heads, (), row_edits=plan.row_edits(), attention_mask=mask)
+        rec = Recorder(None, key_valid=mask.bool(), edits=edits, keep=False)
         cm = activate(model, rec)
     else:
         cm = plain(model)

@@ -7,19 +7,22 @@ interrupted run resumes where it stopped without losing or duplicating rows.
 """
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from interp.analyze.retrieval import RETRIEVAL_THRESHOLD, masking_grid, niah_frame, retrieval_scores, run_niah
+from interp.analyze.retrieval import (RETRIEVAL_THRESHOLD, answer_rows, masking_grid, niah_frame, retrieval_scores,
+                                      run_niah, top_heads)
+from interp.errors import UnsupportedModelError
 from interp.io import write_parquet
 from interp.jobs.config import RetrievalConfig, resolved
 from interp.jobs.outdir import claim
 from interp.jobs.runinfo import write_run
 from interp.models import model_name, model_source
 from interp.plot import Grid, head_heatmap, write_report
-from interp.plot.niah import masking_curve, niah_grid, ranked_table
+from interp.plot.niah import answer_rows_figure, masking_curve, niah_grid, ranked_table
 from interp.sweep import ResumableTable
 from interp.tasks.sources import load_needles, read_text_file
 
@@ -43,8 +46,9 @@ def run_retrieval(model, out: str | Path, config: RetrievalConfig = RetrievalCon
     paths = {"scores": write_parquet(out / "scores.parquet", scores),
              "niah": write_parquet(out / "niah.parquet", niah),
              "samples": write_parquet(out / "samples.parquet", grid.drop(columns=["scores"]))}
+    sections = _sections(scores, niah, grid) + _answer_section(model, needles, base, scores, haystack)
     paths["report"] = write_report(out / "report.html", f"Retrieval heads · {model_name(model)}",
-                                   _sections(scores, niah, grid), intro=_intro(model, scores, base, niah, grid, niah_cfg.stop))
+                                   sections, intro=_intro(model, scores, base, niah, grid, niah_cfg.stop))
     inputs = {"needles": config.needles or "data/needles.jsonl", "n_needles": len(needles),
               "haystack": config.haystack or "Python's pydoc topics",
               "prompt_tokens": int(grid["prompt_tokens"].sum()), "samples": len(grid)}
@@ -68,6 +72,24 @@ def _sections(scores, niah, grid):
         sections.append(("Retrieval score (layer × head)", head_heatmap(scores, "retrieval_score", colorscale="Reds")))
         sections.append(("Top retrieval heads", ranked_table(scores, "retrieval_score")))
     return sections
+
+
+def _answer_section(model, needles, base, scores, haystack, k: int = 4) -> list:
+    """The top retrieval heads' attention rows at the answer tokens of the longest retrieved sample (the depth
+    nearest the middle), from the fused path: the whole haystack on the key axis, the needle marked."""
+    kept = base[base["kept"]]
+    if kept.empty or scores.empty:
+        return []
+    kept = kept.assign(off_mid=(kept["depth"] - 50).abs()).sort_values(["context_len", "off_mid"], ascending=[False, True])
+    s = kept.iloc[0]
+    title = "Top retrieval heads at the answer tokens"
+    try:
+        ar = answer_rows(model, needles[int(s["needle_id"])], int(s["context_len"]), float(s["depth"]),
+                         str(s["response"]), top_heads(scores, k), haystack=haystack)
+    except UnsupportedModelError as e:  # the fused path cannot run this model: the rest of the report still can
+        return [(title, f"<p>Not shown: {html.escape(str(e))}</p>")]
+    return [(f"Top retrieval heads at the answer tokens ({ar.prompt_tokens}-token prompt, needle span marked)",
+             answer_rows_figure(ar))]
 
 
 def _intro(model, scores, base, niah, grid, stop: str) -> str:

@@ -50,3 +50,28 @@ def masking_curve(niah: pd.DataFrame, samples: pd.DataFrame) -> tuple[go.Figure,
     items = "".join(f"<li><b>{html.escape(str(c))}</b> (seed {s}): {html.escape(str(m))}</li>"
                     for (c, s), m in masked.groupby(["condition", "seed"])["masked"].first().items())
     return fig, f"<ul>{items}</ul>" if items else "<p>No heads were masked.</p>"
+
+
+def answer_rows_figure(ar, *, title: str | None = None) -> go.Figure:
+    """One heatmap per head: attention from each answer token (rows) over every key position (columns), the
+    needle's answer span outlined. ``ar`` is an :class:`interp.analyze.retrieval.AnswerRows`."""
+    from plotly.subplots import make_subplots
+
+    n = len(ar.heads)
+    s, e = ar.needle_span
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        subplot_titles=[f"{h}: mass on the needle span {float(ar.rows[i][:, s:e].sum(-1).mean()):.2f}"
+                                        for i, h in enumerate(ar.heads)])
+    labels = [f"{t}: {tok!r}" for t, tok in enumerate(ar.answer_tokens)]
+    for i in range(n):
+        fig.add_trace(go.Heatmap(z=ar.rows[i].numpy(), y=labels, colorscale="Blues", zmin=0, zmax=1, showscale=i == 0,
+                                 colorbar={"title": "weight"},
+                                 hovertemplate="key %{x}<br>answer token %{y}<br>weight %{z:.3f}<extra></extra>"),
+                      row=i + 1, col=1)
+        fig.add_vrect(x0=s - 0.5, x1=e - 0.5, line={"color": "#d62728", "width": 2}, fillcolor="rgba(214,39,40,0.08)",
+                      row=i + 1, col=1)
+    fig.update_xaxes(title_text="key position", row=n, col=1)
+    fig.update_layout(title=title or (f"Attention at the answer tokens · {ar.prompt_tokens}-token prompt, needle at "
+                                      f"{ar.depth:g}% (span {s}–{e}, red)"),
+                      height=160 * n + 140, width=900)
+    return fig

@@ -168,7 +168,9 @@ def _chunks(order, plans, engines, k_max) -> list[list[int]]:
     for i in order:
         key = (engines[i], plans[i].start_layer)
         last = out[-1] if out else None
-        if last and not plans[i].fused and not plans[last[0]].fused and len(last) < k_max \
+        # fused-kernel edits batch too (per-row edit parameters), but only with each other: a chunk holding
+        # any runs the fused attention in every layer, which hook-only items need not pay for
+        if last and bool(plans[i].fused) == bool(plans[last[0]].fused) and len(last) < k_max \
                 and (engines[last[0]], plans[last[0]].start_layer) == key:
             last.append(i)
         else:
