@@ -18,28 +18,27 @@ from interp.attnstats.kernels._common import validate  # noqa: E402
 from interp.attnstats.kernels.triton_kernel import Config, attn_stats_triton  # noqa: E402
 
 
-def _profile(fn, label):
+def _events(fn, activity, calls: int = 5):
+    """torch.profiler's per-op averages over ``calls`` calls of ``fn`` (after a warm-up call)."""
     fn()
     torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
+    with torch.profiler.profile(activities=[activity]) as prof:
+        for _ in range(calls):
             fn()
         torch.cuda.synchronize()
+    return prof.key_averages()
+
+
+def _profile(fn, label):
     print(f"--- {label}: device time per call by kernel (us)")
-    for ev in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:8]:
+    for ev in sorted(_events(fn, torch.profiler.ProfilerActivity.CUDA), key=lambda e: -e.device_time_total)[:8]:
         print(f"{ev.device_time_total / 5:>10.1f}  {ev.key[:90]}")
 
 
 def _host(fn, label):
     """Host (Python + launch) time per call by op: what the GPU waits for when calls are small."""
-    fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        for _ in range(5):
-            fn()
-        torch.cuda.synchronize()
     print(f"--- {label}: host self time per call by op (us)")
-    for ev in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]:
+    for ev in sorted(_events(fn, torch.profiler.ProfilerActivity.CPU), key=lambda e: -e.self_cpu_time_total)[:12]:
         print(f"{ev.self_cpu_time_total / 5:>10.1f}  x{ev.count // 5:<3} {ev.key[:80]}")
 
 
