@@ -8,6 +8,9 @@ chunk of blocks when it is done (a slowed worker just takes fewer) and the calle
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
@@ -25,10 +28,24 @@ def _init_worker(ready: threading.Barrier) -> None:
     ready.wait()
 
 
+def _share_malloc_arena() -> None:
+    """Make new threads share glibc's malloc arenas instead of each getting its own. glibc keeps a thread's
+    freed blocks in that thread's arena, so workers that allocate score buffers left the process's peak RSS
+    ~0.3 GB higher at n=4096 (2.41 → 2.09 GB for SmolLM2; SDPA: 1.94). Process-wide and only for arenas made
+    from now on; Linux/glibc only, a no-op elsewhere, skipped when ``INTERP_KEEP_MALLOC_ARENAS`` is set."""
+    if not sys.platform.startswith("linux") or os.environ.get("INTERP_KEEP_MALLOC_ARENAS"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX = 1
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _pool(n: int) -> ThreadPoolExecutor:
     global _POOL, _SIZE
     with _LOCK:
         if _POOL is None or _SIZE != n:
+            _share_malloc_arena()
             if _POOL is not None:
                 _POOL.shutdown(wait=True)
             ready = threading.Barrier(n + 1)
