@@ -40,7 +40,6 @@ subtracts the metric with every head ablated.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from interp.analyze.circuit_params import CircuitParams
 from interp.errors import InputError, UnknownNameError
 from interp.hooks import CaptureSpec
 from interp.intervene.run import Plan, check_batches_align, run
@@ -79,29 +79,6 @@ class CircuitTask:
 
     def __len__(self) -> int:
         return len(self.clean)
-
-
-@dataclass(frozen=True)
-class CircuitParams:
-    n_stages: int = 3
-    top_frac: float = 0.02
-    min_effect: float = 0.02
-    prune: bool = True
-    keep: int = 16
-    attn_threshold: float = 0.2
-    copy_threshold: float = 0.3
-    copy_top: int = 5
-    attn_prompts: int = 32
-    max_rows: int = 256
-
-    def __post_init__(self):
-        if self.n_stages < 1 or self.keep < 1 or self.attn_prompts < 1 or self.copy_top < 1:
-            raise InputError("n_stages, keep, attn_prompts and copy_top must be at least 1")
-        if not 0 < self.top_frac <= 1:
-            raise InputError(f"top_frac must lie in (0, 1], got {self.top_frac}")
-
-    def top_k(self, n_heads_total: int) -> int:
-        return max(1, math.ceil(self.top_frac * n_heads_total - 1e-9))
 
 
 # ---------------------------------------------------------------------------------------------- tasks

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.analyze.circuit_params import CircuitParams
 from interp.errors import InputError
 from interp.models.spec import ModelSpec
 
@@ -28,13 +29,13 @@ class CircuitsConfig:
     task: str = "ioi"
     prompts: int = 100
     seed: int = 0
-    stages: int = 3
-    prune: bool = True
-    keep: int = 16
-    top_frac: float = 0.02
-    min_effect: float = 0.02
-    attn_threshold: float = 0.2
-    copy_threshold: float = 0.3
+    stages: int = CircuitParams.n_stages
+    prune: bool = CircuitParams.prune
+    keep: int = CircuitParams.keep
+    top_frac: float = CircuitParams.top_frac
+    min_effect: float = CircuitParams.min_effect
+    attn_threshold: float = CircuitParams.attn_threshold
+    copy_threshold: float = CircuitParams.copy_threshold
     faithfulness: bool = True
 
     def __post_init__(self):
@@ -46,9 +47,7 @@ class CircuitsConfig:
     def check(self, spec: ModelSpec) -> None:
         spec.require_causal("circuits")
 
-    def params(self):
-        from interp.analyze.circuits import CircuitParams
-
+    def params(self) -> CircuitParams:
         return CircuitParams(n_stages=self.stages, top_frac=self.top_frac, min_effect=self.min_effect, prune=self.prune,
                              keep=self.keep, attn_threshold=self.attn_threshold, copy_threshold=self.copy_threshold)
 
