@@ -54,6 +54,7 @@ from interp.intervene.run import Plan, check_batches_align, run
 from interp.intervene.values import MeanAblate, Patch
 from interp.schema import make_frame
 from interp.sweep.heads import execute_from, record_prefix, scalar, sweep_edits
+from interp.sweep.store import cached
 from interp.tasks.ioi import LogitDiff
 from interp.types import HeadId
 
@@ -258,7 +259,7 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
     scores = None
     if params.prune:
         t = time.perf_counter()
-        atp = _cached(store, "atp", lambda: atp_scores(model, task))
+        atp = cached(store, "atp", lambda: atp_scores(model, task))
         frames.append(atp)
         z = atp[atp["metric"] == "atp:z"]
         scores = {HeadId(int(l), int(h)): abs(v) for l, h, v in zip(z["layer"], z["head"], z["value"])}
@@ -285,7 +286,7 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
             df["forward_equiv"] = cost
             return df
 
-        df = _cached(store, f"stage{stage}", compute)
+        df = cached(store, f"stage{stage}", compute)
         frames.append(df)
         info["forward_equiv"] += float(df["forward_equiv"].iloc[0]) if len(df) else 0.0
         info["exact_runs"] += len(cands)
@@ -308,15 +309,6 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
     info["timings"]["discovery_s"] = time.perf_counter() - t0
     patching.attrs.update(clean=m_clean, corrupt=m_bad)
     return Circuit(name, task.name, heads, patching, info)
-
-
-def _cached(store, key: str, compute):
-    if store is not None and store.done(key):
-        return store.get(key).drop(columns=["unit"], errors="ignore")
-    df = compute()
-    if store is not None:
-        store.put(key, df)
-    return df
 
 
 # -------------------------------------------------------------------------------------------- classes

@@ -22,6 +22,7 @@ from interp.hooks import CaptureSpec
 from interp.intervene.run import run
 from interp.intervene.values import SetPattern
 from interp.schema import make_frame
+from interp.sweep.store import cached
 from interp.types import HeadId
 
 
@@ -93,17 +94,15 @@ def repair_experiment(model, data, inhibition: Sequence[HeadId], negative: Seque
     rows = []
     for name, s, heads in tqdm(conds, disable=not progress, desc="repair", leave=False):
         key = f"{name}-{s}-{' '.join(map(str, heads))}"  # a changed head choice never reuses a stale part
-        if store is not None and store.done(key):
-            rows.append(store.get(key).drop(columns=["unit"], errors="ignore"))
-            continue
-        res = _evaluate(model, data, repair_edits(heads, wrong, n_keys) if heads else [], movers)
-        df = pd.DataFrame([{"layer": -1, "head": -1, "metric": k, "value": v, "condition": name,
-                            **({"seed": s} if s is not None else {}), "heads": " ".join(str(h) for h in heads)}
-                           for k, v in res.items()])
-        if store is not None:
-            store.put(key, df)
-        rows.append(df)
+        rows.append(cached(store, key, lambda: _condition_frame(model, data, heads, wrong, n_keys, movers, name, s)))
     return make_frame(pd.concat(rows, ignore_index=True).assign(model=model_name(model), task="colored-objects"))
+
+
+def _condition_frame(model, data, heads, wrong, n_keys, movers, name: str, seed) -> pd.DataFrame:
+    res = _evaluate(model, data, repair_edits(heads, wrong, n_keys) if heads else [], movers)
+    return pd.DataFrame([{"layer": -1, "head": -1, "metric": k, "value": v, "condition": name,
+                          **({"seed": seed} if seed is not None else {}), "heads": " ".join(str(h) for h in heads)}
+                         for k, v in res.items()])
 
 
 def repair_summary(df: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ No ``n×n`` tensor is created; each layer's ``KernelStats`` is handed to a ``Rec
 from __future__ import annotations
 
 import contextlib
+import sys
 import dataclasses
 import contextvars
 from collections.abc import Iterator
@@ -116,8 +117,6 @@ def hf_model_of(model) -> torch.nn.Module:
 
 
 def _unwrap_bridge(module: torch.nn.Module, swaps: list) -> None:
-    import sys
-
     if "transformer_lens" not in sys.modules:  # no bridge was ever built, so a plain HF model holds none
         return
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent

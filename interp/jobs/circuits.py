@@ -26,6 +26,7 @@ from interp.jobs.config import resolved
 from interp.jobs.outdir import claim
 from interp.jobs.runinfo import write_run
 from interp.models import model_name, model_source
+from interp.sweep.store import cached
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -60,11 +61,7 @@ def run_circuits(model, out: str | Path, config: CircuitsConfig, *, progress: bo
 
 
 def _faith_part(store, compute) -> dict:
-    if store.done("faithfulness"):
-        return store.get("faithfulness").drop(columns=["unit"]).iloc[0].to_dict()
-    res = compute()
-    store.put("faithfulness", pd.DataFrame([res]))
-    return res
+    return cached(store, "faithfulness", lambda: pd.DataFrame([compute()])).iloc[0].to_dict()
 
 
 def _intro(config: CircuitsConfig, info: dict) -> str:
@@ -136,12 +133,9 @@ def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool =
     store = ResumableTable(od.parts_dir)
     if config.circuit is not None:
         heads = pd.read_parquet(Path(config.circuit) / "circuit.parquet")
-    elif store.done("ioi-circuit"):
-        heads = store.get("ioi-circuit").drop(columns=["unit"])
     else:
-        heads = discover_circuit(model, ioi_task(model, config.ioi_prompts, config.seed), CircuitParams(keep=config.keep),
-                                 progress=progress).heads
-        store.put("ioi-circuit", heads)
+        heads = cached(store, "ioi-circuit", lambda: discover_circuit(
+            model, ioi_task(model, config.ioi_prompts, config.seed), CircuitParams(keep=config.keep), progress=progress).heads)
     inh, neg, movers = repair_heads(heads, config.n_inhibition)
     data = colored_objects(model, config.prompts, seed=config.seed + 1)
     df = repair_experiment(model, data, inh, neg, movers, draws=config.draws, seed=config.seed, store=store, progress=progress)

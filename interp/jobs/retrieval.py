@@ -88,8 +88,7 @@ def _answer_section(model, needles, base, scores, haystack, k: int = 4) -> list:
                          str(s["response"]), top_heads(scores, k), haystack=haystack)
     except UnsupportedModelError as e:  # the fused path cannot run this model: the rest of the report still can
         return [(title, f"<p>Not shown: {html.escape(str(e))}</p>")]
-    return [(f"Top retrieval heads at the answer tokens ({ar.prompt_tokens}-token prompt, needle span marked)",
-             answer_rows_figure(ar))]
+    return [(f"{title} ({ar.prompt_tokens}-token prompt, needle span marked)", answer_rows_figure(ar))]
 
 
 def _intro(model, scores, base, niah, grid, stop: str) -> str:

@@ -35,3 +35,15 @@ class ResumableTable:
             return pd.DataFrame()
         df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
         return df
+
+
+def cached(store: "ResumableTable | None", key: str, compute) -> pd.DataFrame:
+    """``compute()`` stored as the part ``key``; a finished part is read back (without its ``unit`` column)
+    instead. With ``store=None`` it always computes."""
+    if store is not None and store.done(key):
+        return store.get(key).drop(columns=["unit"], errors="ignore")
+    df = compute()
+    if store is not None:
+        store.put(key, df)
+    return df
+

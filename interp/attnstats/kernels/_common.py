@@ -60,20 +60,33 @@ class Problem:
         return self.k_len - self.q_len
 
 
-# Segment tensors already checked, by id -> (weak reference, version). A model forward passes one segments
-# tensor to every layer; checking it once instead of per layer removes a host-device sync per layer on a GPU.
-_VALID: dict[int, tuple] = {}
+class TensorMemo:
+    """Values derived from a tensor, kept while that very tensor lives unchanged (same object, same in-place
+    version). A model forward passes one segments tensor to every layer: checking and classifying it once
+    instead of per layer removes a host-device sync and several launches per layer on a GPU."""
+
+    def __init__(self, limit: int = 32):
+        self.limit = limit
+        self._memo: dict[int, tuple] = {}
+
+    def get(self, t: torch.Tensor, make):
+        hit = self._memo.get(id(t))
+        if hit is not None and hit[0]() is t and hit[1] == t._version:
+            return hit[2]
+        if len(self._memo) > self.limit:
+            self._memo.clear()
+        value = make(t)  # an exception leaves nothing memoized
+        self._memo[id(t)] = (weakref.ref(t), t._version, value)
+        return value
 
 
-def _seen_valid(t: torch.Tensor) -> bool:
-    hit = _VALID.get(id(t))
-    return hit is not None and hit[0]() is t and hit[1] == t._version
+def _check_segments(segments: torch.Tensor) -> bool:
+    if not bool(((segments == 0) | (segments == 1)).all()):
+        raise InputError("segments must contain only 0/1 indicators; threshold or round them first")
+    return True
 
 
-def _remember_valid(t: torch.Tensor) -> None:
-    if len(_VALID) > 32:
-        _VALID.clear()
-    _VALID[id(t)] = (weakref.ref(t), t._version)
+_CHECKED_SEGMENTS = TensorMemo()
 
 
 def _desc(t: torch.Tensor) -> str:
@@ -148,10 +161,7 @@ def validate(
             )
         if segments.device != q.device:
             raise DeviceMismatchError(f"segments is on {segments.device} but q is on {q.device}; move it with .to(q.device)")
-        if not _seen_valid(segments):
-            if not bool(((segments == 0) | (segments == 1)).all()):
-                raise InputError("segments must contain only 0/1 indicators; threshold or round them first")
-            _remember_valid(segments)
+        _CHECKED_SEGMENTS.get(segments, _check_segments)
         S = segments.shape[1]
     resolved = resolve_edit(edit, B, H, S, q_len=Q, k_len=K, causal=causal, key_valid=key_valid)
     return Problem(

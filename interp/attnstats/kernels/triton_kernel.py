@@ -48,7 +48,6 @@ Float64 inputs, ``d_head > 256`` and more than 64 distinct segment-membership cl
 from __future__ import annotations
 
 import os
-import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -57,7 +56,7 @@ import triton
 import triton.language as tl
 
 from .edits import ACT_EMPTY
-from ._common import KernelStats, Problem
+from ._common import KernelStats, Problem, TensorMemo
 
 NEG = -1.0e30
 MAX_CLASSES = 64
@@ -74,7 +73,7 @@ def unsupported_reason(q: torch.Tensor, prob: Problem, segments: Optional[torch.
         return f"d_head {prob.d_head} > 256"
     if prob.batch * prob.n_heads > MAX_GRID_Y:
         return f"batch*heads {prob.batch * prob.n_heads} > {MAX_GRID_Y}"
-    if segments is not None and (1 << segments.shape[1]) > MAX_CLASSES and _classes(segments)[2] > MAX_CLASSES:
+    if segments is not None and _classes(segments)[2] > MAX_CLASSES:
         return f"more than {MAX_CLASSES} distinct segment-membership classes"
     return None
 
@@ -447,19 +446,12 @@ def _pow2(x: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(int(x)))
 
 
-_CLASS_MEMO: dict[int, tuple] = {}
+_CLASSES = TensorMemo()
 
 
 def _classes(segments: torch.Tensor):
     """:func:`_key_classes`, once per segments tensor (a model passes the same one to every layer)."""
-    hit = _CLASS_MEMO.get(id(segments))
-    if hit is not None and hit[0]() is segments and hit[1] == segments._version:
-        return hit[2]
-    if len(_CLASS_MEMO) > 32:
-        _CLASS_MEMO.clear()
-    out = _key_classes(segments)
-    _CLASS_MEMO[id(segments)] = (weakref.ref(segments), segments._version, out)
-    return out
+    return _CLASSES.get(segments, _key_classes)
 
 
 def _key_classes(segments: torch.Tensor):
