@@ -8,9 +8,9 @@ No ``n×n`` tensor is created; each layer's ``KernelStats`` is handed to a ``Rec
 from __future__ import annotations
 
 import contextlib
-import sys
-import dataclasses
 import contextvars
+import dataclasses
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 

@@ -4,7 +4,8 @@ under edits.
 - ``probe_heads(model, pos, neg)``: each head's ``z`` at the last real token, one scikit-learn logistic probe
   per head on a train split, accuracy on the validation split (stratified: each class split alike).
   ``iti_edits(probes, k, alpha)``: for the top-k heads by validation accuracy, ``AddToHead(h, σ_h·θ_h, α)``
-  with θ_h the normalized mass-mean shift ``mean(z | pos) − mean(z | neg)`` and σ_h the std of the training activations projected on θ_h.
+  with θ_h the normalized mass-mean shift ``mean(z | pos) − mean(z | neg)`` and σ_h the std of the training
+  activations projected on θ_h.
 - ``actadd(model, pos_prompt, neg_prompt, layer)``: ``resid_pre`` difference of a prompt pair, added at the
   front positions; ``caa(model, pos, neg, layer)``: the mean difference at the last token over contrastive
   pairs, added at every position.
