@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,10 +61,21 @@ def main(argv=None):
     from interp.models.spec import resolve_model
     from interp.sweep.spec import check_models, parse_spec
 
-    ms = resolve_model(args.model)
-    layers = list(range(args.layers or ms.n_layers))
-    spec = parse_spec(spec_text(args.model, args.prompts, layers, ms.n_heads, args.seed), "benchmark.toml")
-    check_models(spec)
+    from interp.errors import InterpError
+
+    try:  # bad arguments end in one line and exit code 2, before Ray starts or a model loads
+        for name in ("prompts", "workers", "threads", "reps"):
+            if getattr(args, name) < 1:
+                raise InterpError(f"--{name} must be at least 1, got {getattr(args, name)}")
+        ms = resolve_model(args.model)
+        if not 0 <= args.layers <= ms.n_layers:
+            raise InterpError(f"--layers must lie in 0..{ms.n_layers} for {args.model} (0 = all), got {args.layers}")
+        layers = list(range(args.layers or ms.n_layers))
+        spec = parse_spec(spec_text(args.model, args.prompts, layers, ms.n_heads, args.seed), "benchmark.toml")
+        check_models(spec)
+    except InterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     n_heads = len(layers) * ms.n_heads
     t0 = time.perf_counter()
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
