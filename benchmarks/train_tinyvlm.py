@@ -6,13 +6,14 @@
 Two stages, both on procedural images from ``interp.tasks.shapes`` (training distribution: squares red and
 triangles green 90% of the time):
 
-1. **Alignment (no LM forward).** Each of the 16 patch tokens is regressed (MSE) onto the SmolLM2 input
-   embedding of what its cell holds: ``e(" <color>") + e(" <shape>")`` for an object, ``e(" empty")`` for
-   background. This places image tokens near words the frozen LM already reads, cheaply (a 2-core CPU cannot
-   afford many LM backward passes).
+1. **Alignment (no LM forward).** Each of the 64 patch tokens is regressed (MSE) onto the SmolLM2 input
+   embedding of a word: a cell's top-left patch its object's color, the top-right its shape, the rest a
+   comma (:func:`patch_targets`). This places image tokens near words the frozen LM already reads, cheaply
+   (a 2-core CPU cannot afford many LM backward passes).
 2. **Instruction tuning through the frozen LM.** Conversations of 1-3 turns about one image (color, shape,
-   count, existence questions and captions); cross-entropy on the answer tokens only; gradients flow through
-   the frozen LM into the projector and the tower.
+   count and existence questions, two existence questions per image, one of each answer, and captions);
+   cross-entropy on the answer tokens only; gradients flow through the frozen LM into the projector and the
+   tower.
 
 The config (seed, steps, timings, losses) is saved beside the weights in ``config.json``.
 """
@@ -33,24 +34,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp.images import to_pixels  # noqa: E402
 from interp.models.tinyvlm import (PIXEL_MEAN, PIXEL_STD, WEIGHTS_DIR, build_tinyvlm, chat_ids,  # noqa: E402
-                                   save_vision_weights)
+                                   load_vision_weights, save_vision_weights)
 from interp.tasks import shapes  # noqa: E402
 
 
 def patch_targets(model, tok, samples) -> torch.Tensor:
-    """``[batch 16 d_model]`` LM input embeddings of each cell's content."""
+    """``[batch patches d_model]`` LM input embeddings that each patch should map to, in raster order.
+
+    With 2×2 patches per cell (patch 8) an object reads like text to the frozen LM: its cell's top-left patch
+    is ``e(" <color>")``, the top-right ``e(" <shape>")``, and every other patch (the cell's lower half, empty
+    cells) a comma, so a row of the image reads "blue triangle , , red circle". With one patch per cell
+    (patch 16, the earlier weights) the patch is ``e(" <color>") + e(" <shape>")`` and background ``e(" empty")``.
+    Zero-shot, with the alignment targets in place of image tokens, the frozen LM answers existence
+    questions at ROC AUC 0.92 in the first layout and 0.68 in the second (80 scenes)."""
     emb = model.get_input_embeddings().weight.detach()
     e = lambda w: emb[tok(w, add_special_tokens=False)["input_ids"]].sum(0)  # noqa: E731
-    cache = {w: e(f" {w}") for w in [*shapes.COLORS, *shapes.SHAPES, "empty"]}
-    out = cache["empty"].repeat(len(samples), shapes.GRID * shapes.GRID, 1).clone()
+    cache = {w: e(f" {w}") for w in [*shapes.COLORS, *shapes.SHAPES, "empty", ","]}
+    side = shapes.CELL // model.config.vision_config.patch_size  # patches per cell side
+    width = shapes.GRID * side
+    filler = cache["empty"] if side == 1 else cache[","]
+    out = filler.repeat(len(samples), width * width, 1).clone()
     for i, s in enumerate(samples):
         for o in s.objects:
-            out[i, o.row * shapes.GRID + o.col] = cache[o.color] + cache[o.shape]
+            top = o.row * side * width + o.col * side  # the cell's top-left patch
+            if side == 1:
+                out[i, top] = cache[o.color] + cache[o.shape]
+            else:
+                out[i, top], out[i, top + 1] = cache[o.color], cache[o.shape]
     return out
 
 
 def pixels(samples) -> torch.Tensor:
     return to_pixels(np.stack([s.image() for s in samples]), PIXEL_MEAN, PIXEL_STD)
+
+
+def align_loss(model, tok, batch, words_only: bool = False) -> torch.Tensor:
+    """MSE of the projected patch tokens to their word targets, relative to the embeddings' mean square; with
+    ``words_only``, over the patches that hold a color or shape word only (the others are left free)."""
+    feats = model.model.get_image_features(pixel_values=pixels(batch)).pooler_output
+    pred = torch.stack(list(feats))  # [batch patches d_model]
+    target = patch_targets(model, tok, batch)
+    err = (pred - target).pow(2).mean(-1)  # [batch patches]
+    if words_only:
+        err = err[word_mask(model, batch)]
+    return err.mean() / model.get_input_embeddings().weight.pow(2).mean()
+
+
+def word_mask(model, batch) -> torch.Tensor:
+    """``[batch patches]`` True where :func:`patch_targets` puts a color or shape word."""
+    side = shapes.CELL // model.config.vision_config.patch_size
+    width = shapes.GRID * side
+    mask = torch.zeros(len(batch), width * width, dtype=torch.bool)
+    for i, s in enumerate(batch):
+        for o in s.objects:
+            top = o.row * side * width + o.col * side
+            mask[i, top: top + min(side, 2)] = True
+    return mask
 
 
 def stage_align(model, tok, args, rng_seed: int) -> list[float]:
@@ -61,22 +100,25 @@ def stage_align(model, tok, args, rng_seed: int) -> list[float]:
     bar = tqdm(range(args.align_steps), desc="align", disable=args.quiet)
     for step in bar:
         batch = shapes.dataset(rng_seed * 100_003 + step, args.align_batch)
-        feats = model.model.get_image_features(pixel_values=pixels(batch)).pooler_output
-        pred = torch.stack(list(feats))  # [batch 16 d_model]
-        loss = torch.nn.functional.mse_loss(pred, patch_targets(model, tok, batch)) / model.get_input_embeddings().weight.pow(2).mean()
+        loss = align_loss(model, tok, batch)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     return losses
 
 
 def conversation(tok, sample, rng: random.Random, n_img: int, img_id: int) -> tuple[list[int], list[int]]:
-    """Token ids and labels (-100 outside answers) of a 1-3 turn conversation about one image."""
-    qs = list(sample.questions)
+    """Token ids and labels (-100 outside answers) of a 1-3 turn conversation about one image. Besides the
+    scene's ordinary questions it may ask a second existence question, of the other polarity (its "No" shares a
+    word with a present object half the time): existence is the one kind the frozen LM cannot answer by copying
+    a word from an image token, so it gets twice the supervision."""
+    exist = [q for q in sample.questions if q.kind == "exist"]
+    flip = "No" if exist and exist[0].answer == "Yes" else "Yes"
+    qs = [*sample.questions, shapes.other_exist_question(sample.objects, rng, flip)]
     rng.shuffle(qs)
     qs = qs[: rng.randint(1, 3)]
     ids, labels = [], []
@@ -115,12 +157,14 @@ def stage_lm(model, tok, args, rng_seed: int, deadline: float, ckpt=None) -> tup
         sel = lab[:, 1:] != -100  # next-token targets: only answer positions get logits
         logits = model.lm_head(hidden[:, :-1][sel])
         loss = torch.nn.functional.cross_entropy(logits, lab[:, 1:][sel])
+        if args.align_weight:  # keeps image tokens near their words, which existence answers rely on
+            loss = loss + args.align_weight * align_loss(model, tok, batch, words_only=args.anchor_words)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         done = step + 1
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         if ckpt is not None and done % 50 == 0:
@@ -132,13 +176,16 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--align-steps", type=int, default=800)
     ap.add_argument("--align-batch", type=int, default=32)
     ap.add_argument("--lr-align", type=float, default=2e-3)
-    ap.add_argument("--lm-steps", type=int, default=250)
+    ap.add_argument("--lm-steps", type=int, default=300)
     ap.add_argument("--lm-batch", type=int, default=8)
     ap.add_argument("--lr-lm", type=float, default=3e-4)
+    ap.add_argument("--align-weight", type=float, default=0.0, help="weight of the alignment loss kept during the LM stage")
+    ap.add_argument("--anchor-words", action="store_true", help="in the LM stage, keep only the word patches near their targets")
+    ap.add_argument("--init", type=Path, default=None, help="start from these weights and skip the alignment stage")
     ap.add_argument("--max-minutes", type=float, default=29.0, help="stop the LM stage when the whole run reaches this")
     ap.add_argument("--lm-stop-step", type=int, default=0,
                     help="stop the LM stage after this many steps, schedule unchanged (the shipped run stopped at 163 of 250 by time)")
@@ -146,6 +193,8 @@ def main(argv=None) -> None:
     ap.add_argument("--tiny", action="store_true", help="a few steps of each stage (checks the loop)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if args.init is not None and not (args.init / "vision.safetensors").is_file():
+        ap.error(f"--init {args.init}: no vision.safetensors there; pass a directory this script (or --ckpt-dir) wrote")
     if args.tiny:
         args.align_steps, args.lm_steps, args.align_batch, args.lm_batch = 5, 2, 4, 2
     torch.set_num_threads(args.threads)
@@ -160,16 +209,23 @@ def main(argv=None) -> None:
     ckpt = None
     if args.ckpt_dir is not None:  # intermediate weights, to watch a long run from another process
         ckpt = lambda name: save_vision_weights(model, args.ckpt_dir / name, {"checkpoint": name})  # noqa: E731
-    align = stage_align(model, tok, args, args.seed + 1)
+    if args.init is not None:
+        load_vision_weights(model, args.init)
+        align = []
+    else:
+        align = stage_align(model, tok, args, args.seed + 1)
     if ckpt is not None:
         ckpt("align")
     t1 = time.perf_counter()
     lm_losses, lm_done = stage_lm(model, tok, args, args.seed + 2, t0 + 60 * args.max_minutes, ckpt)
     t2 = time.perf_counter()
     meta = {"seed": args.seed, "threads": args.threads, "trainable_params": n_train,
-            "align": {"steps": args.align_steps, "batch": args.align_batch, "lr": args.lr_align,
-                      "final_loss": float(np.mean(align[-20:])), "seconds": round(t1 - t0, 1)},
+            "align": None if args.init is not None else {
+                "steps": args.align_steps, "batch": args.align_batch, "lr": args.lr_align,
+                "final_loss": float(np.mean(align[-20:])), "seconds": round(t1 - t0, 1)},
+            "init": str(args.init) if args.init is not None else None,
             "lm": {"steps_planned": args.lm_steps, "steps_done": lm_done, "batch": args.lm_batch, "lr": args.lr_lm,
+                   "align_weight": args.align_weight, "anchor_words": args.anchor_words,
                    "first_loss": float(np.mean(lm_losses[:10])) if lm_losses else None,
                    "final_loss": float(np.mean(lm_losses[-10:])) if lm_losses else None, "seconds": round(t2 - t1, 1)},
             "train_seconds": round(t2 - t0, 1), "prior": shapes.PRIORS, "prior_p": shapes.PRIOR_P,

@@ -1,20 +1,22 @@
 """``tinyvlm``: a genuine transformers ``LlavaForConditionalGeneration`` built on this machine.
 
-- vision tower: a small CLIP vision transformer (64×64 RGB, patch 16 → 16 patch tokens + CLS, 4 layers,
+- vision tower: a small CLIP vision transformer (64×64 RGB, patch 8 → 64 patch tokens + CLS, 4 layers,
   width 128, 4 heads), trained from scratch by ``benchmarks/train_tinyvlm.py``;
 - projector: LLaVA's two-layer GELU MLP (128 → 576 → 576);
 - language model: the bundled SmolLM2-135M-Instruct, frozen and unchanged; the image placeholder token is
   SmolLM2's unused special token ``<empty_output>`` (id 16), so the vocabulary is not resized;
-- ``vision_feature_select_strategy="default"``: the CLS token is dropped, so a prompt carries exactly 16
-  image tokens.
+- ``vision_feature_select_strategy="default"``: the CLS token is dropped, so a prompt carries exactly 64
+  image tokens (the patch size is read from the weights' ``config.json``, so older patch-16 weights still load).
 
 Only the vision tower and projector are shipped (``data/tinyvlm/vision.safetensors``, float16, with the
 training config in ``data/tinyvlm/config.json``); :func:`build_tinyvlm` assembles them with the bundled
 language model. TransformerLens 4.3's LLaVA adapter hosts the result (``interp.load_model("tinyvlm")``), so
 the same code paths serve any LLaVA checkpoint.
 
-Prompts use SmolLM2's chat markup without a system turn: ``<|im_start|>user\\n<image×16>\\n{question}
-<|im_end|>\\n<|im_start|>assistant\\n`` (:func:`chat_ids`).
+Prompts use SmolLM2's chat markup without a system turn: ``<|im_start|>user\\nObjects in the picture:<image×64>
+\\nQuestion: {question}<|im_end|>\\n<|im_start|>assistant\\n`` (:func:`chat_ids`). The frame matters to the frozen
+LM: given a textual object list, SmolLM2-135M answers "Is there a ...?" at ROC AUC 0.57 in a bare prompt and 0.89
+in this frame (80 scenes).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from interp.tasks.texts import DATA_DIR
 WEIGHTS_DIR = DATA_DIR / "tinyvlm"
 IMAGE_TOKEN = "<empty_output>"
 VISION = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, image_size=64,
-              patch_size=16, num_channels=3)
+              patch_size=8, num_channels=3)
 # CLIP-style per-channel normalization of [0, 1] pixels (the shapes images are light gray with saturated shapes).
 PIXEL_MEAN = (0.85, 0.8, 0.8)
 PIXEL_STD = (0.2, 0.25, 0.25)
@@ -123,9 +125,14 @@ def save_vision_weights(model, out: str | Path, meta: dict) -> Path:
 
 
 def chat_ids(tokenizer, question: str, n_image_tokens: int, image_token_id: int, answer: str | None = None) -> list[int]:
-    """Token ids of a one-turn prompt (and, with ``answer``, the answer and ``<|im_end|>``)."""
+    """Token ids of a one-turn prompt (and, with ``answer``, the answer and ``<|im_end|>``); without image
+    tokens (a later turn, or a text-only prompt) the "Objects in the picture:" frame is left out."""
     enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    ids = enc("<|im_start|>user\n") + [image_token_id] * n_image_tokens + enc(f"\n{question}<|im_end|>\n<|im_start|>assistant\n")
+    turn = f"Question: {question}<|im_end|>\n<|im_start|>assistant\n"
+    if n_image_tokens:
+        ids = enc("<|im_start|>user\nObjects in the picture:") + [image_token_id] * n_image_tokens + enc(f"\n{turn}")
+    else:
+        ids = enc(f"<|im_start|>user\n{turn}")
     return ids + (enc(f"{answer}<|im_end|>") if answer is not None else [])
 
 

@@ -1,15 +1,17 @@
 """Procedural shape images with questions, captions and deliberate language-prior traps (for ``tinyvlm``).
 
 A scene is 1-4 colored shapes on a 4×4 grid of 16-pixel cells in a 64×64 RGB image, at most one shape per
-cell, drawn from a seed. Each cell is one 16-pixel patch of the tinyvlm vision tower, so one image token
-carries one object or background.
+cell, drawn from a seed. Each cell is 2×2 8-pixel patches of the tinyvlm vision tower, so the object of a
+cell is carried by four image tokens (trained to read "<color> <shape> , ,").
 
 Questions (``kind``; the answer is one word, scored by its first token):
 
 - ``color``: "What color is the circle?" (asked only when the scene has exactly one circle);
 - ``shape``: "What shape is the red object?" (exactly one red object);
 - ``count``: "How many circles are there?" (0-4);
-- ``exist``: "Is there a blue triangle?" (Yes/No, balanced);
+- ``exist``: "Is there a blue triangle? Answer Yes or No." (balanced). The suffix matters: the frozen
+  SmolLM2-135M answers a bare "Is there ...?" about a textual object list at chance (ROC AUC 0.57 on 80
+  scenes), but 0.68-0.89 when told to answer Yes or No;
 - ``caption``: "Describe the image." → "A red square, a blue circle and a green cross." (row-major order).
 
 **Language-prior traps.** In the training distribution a square is red and a triangle is green with
@@ -130,6 +132,23 @@ def caption_text(objects) -> str:
     return body[0].upper() + body[1:] + "."
 
 
+def exist_question(color: str, shape: str, present, **kw) -> Question:
+    """``exist`` question about one (color, shape) pair; ``present`` holds the scene's pairs."""
+    answer = "Yes" if (color, shape) in present else "No"
+    return Question("exist", f"Is there a {color} {shape}? Answer Yes or No.", answer, **kw)
+
+
+def other_exist_question(objects, rng: random.Random, answer: str) -> Question:
+    """An ``exist`` question with the given answer: a present pair for "Yes"; for "No" an absent pair that shares
+    the color or the shape of a present object half the time (so that one word matching is not enough)."""
+    present = {(o.color, o.shape) for o in objects}
+    if answer == "Yes":
+        return exist_question(*rng.choice(sorted(present)), present)
+    absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
+    near = [(c, s) for c, s in absent if any(c == pc or s == ps for pc, ps in present)]
+    return exist_question(*rng.choice(near if near and rng.random() < 0.5 else absent), present)
+
+
 def questions_for(objects, rng: random.Random) -> list[Question]:
     """Every well-posed ordinary question about a scene (one per kind, drawn at random among the valid ones)."""
     out = []
@@ -151,7 +170,7 @@ def questions_for(objects, rng: random.Random) -> list[Question]:
     else:
         absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
         c, s = rng.choice(absent)
-    out.append(Question("exist", f"Is there a {c} {s}?", "Yes" if (c, s) in present else "No"))
+    out.append(exist_question(c, s, present))
     out.append(Question("caption", "Describe the image.", caption_text(objects)))
     return out
 
@@ -187,8 +206,8 @@ def trap_set(seed: int, n: int) -> list[Sample]:
         cell = rng.choice([c for c in range(GRID * GRID) if (c // GRID, c % GRID) not in used])
         objs = tuple(sorted([*others, Obj(shape, color, cell // GRID, cell % GRID)], key=lambda o: (o.row, o.col)))
         qs = [Question("color", f"What color is the {shape}?", color, prior=prior, trap=True),
-              Question("exist", f"Is there a {prior} {shape}?", "No", prior="Yes", trap=True),
-              Question("exist", f"Is there a {color} {shape}?", "Yes")]
+              exist_question(prior, shape, {(color, shape)}, prior="Yes", trap=True),
+              exist_question(color, shape, {(color, shape)})]
         out.append(Sample(f"trap{seed}-{i}", objs, rng.randrange(2 ** 31), qs))
     return out
 
@@ -212,4 +231,5 @@ def chair(caption: str, objects) -> dict[str, float]:
 
 
 __all__ = ["Obj", "Question", "Sample", "dataset", "trap_set", "render", "draw_scene", "caption_text", "questions_for",
+           "exist_question", "other_exist_question",
            "mentions", "chair", "SHAPES", "COLORS", "PRIORS", "PRIOR_P", "OPTIONS", "KINDS", "IMAGE_SIZE", "GRID", "CELL"]
