@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.errors import InputError, UnsupportedModelError
+from interp.errors import InputError, ModelUnavailableError, UnsupportedModelError
 from interp.tasks import shapes
 
 
@@ -301,3 +301,20 @@ def test_training_script_runs_both_stages_and_records_its_config(tmp_path):
                 "--anchor-words", "--out", str(tmp_path / "b")])
     meta = json.loads((tmp_path / "b" / "config.json").read_text())
     assert meta["init"] == str(tmp_path / "a") and meta["lm"]["align_weight"] == 30.0 and np.isfinite(meta["lm"]["final_loss"])
+
+
+def test_vision_weights_of_another_shape_are_rejected(llava, tmp_path):
+    """Weights with the right names but other shapes (e.g. patch-16 weights into a patch-8 tower) get a
+    one-line error naming the tensor, not a torch state-dict dump."""
+    from safetensors.torch import load_file, save_file
+
+    from interp.models.tinyvlm import load_vision_weights, save_vision_weights
+
+    hf = llava.original_model
+    out = save_vision_weights(hf, tmp_path / "w", {})
+    state = load_file(out / "vision.safetensors")
+    key = next(k for k in state if k.endswith("patch_embedding.weight"))
+    state[key] = torch.zeros(*state[key].shape[:2], 4, 4, dtype=state[key].dtype)
+    save_file(state, out / "vision.safetensors")
+    with pytest.raises(ModelUnavailableError, match="trained for another tinyvlm shape .*patch_embedding.weight"):
+        load_vision_weights(hf, out)

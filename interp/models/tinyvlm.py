@@ -102,9 +102,13 @@ def load_vision_weights(model, weights: str | Path) -> None:
     if not path.is_file():
         raise ModelUnavailableError(f"{str(path)!r} is missing; run `python benchmarks/train_tinyvlm.py` to train tinyvlm")
     state = {k: v.float() for k, v in load_file(path).items()}
-    expected = set(vision_state(model))
-    if set(state) != expected:
-        raise ModelUnavailableError(f"{str(path)!r} does not match the tinyvlm architecture ({len(set(state) ^ expected)} mismatched keys); retrain it")
+    expected = {k: v.shape for k, v in vision_state(model).items()}
+    if set(state) != set(expected):
+        raise ModelUnavailableError(f"{str(path)!r} does not match the tinyvlm architecture ({len(set(state) ^ set(expected))} mismatched keys); retrain it")
+    wrong = [k for k, v in state.items() if v.shape != expected[k]]
+    if wrong:
+        raise ModelUnavailableError(f"{str(path)!r} was trained for another tinyvlm shape ({wrong[0]}: {list(state[wrong[0]].shape)}, "
+                                    f"this model needs {list(expected[wrong[0]])}); load it with its own config.json beside it, or retrain it")
     model.load_state_dict(state, strict=False)
 
 
