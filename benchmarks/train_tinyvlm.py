@@ -38,8 +38,9 @@ from interp.models.tinyvlm import (PIXEL_MEAN, PIXEL_STD, WEIGHTS_DIR, build_tin
 from interp.tasks import shapes  # noqa: E402
 
 
-def patch_targets(model, tok, samples) -> torch.Tensor:
-    """``[batch patches d_model]`` LM input embeddings that each patch should map to, in raster order.
+def patch_targets(model, tok, samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[batch patches d_model]`` LM input embeddings that each patch should map to, in raster order, and the
+    ``[batch patches]`` mask of the patches that hold an object's word (not the filler).
 
     With 2×2 patches per cell (patch 8) an object reads like text to the frozen LM: its cell's top-left patch
     is ``e(" <color>")``, the top-right ``e(" <shape>")``, and every other patch (the cell's lower half, empty
@@ -54,6 +55,7 @@ def patch_targets(model, tok, samples) -> torch.Tensor:
     width = shapes.GRID * side
     filler = cache["empty"] if side == 1 else cache[","]
     out = filler.repeat(len(samples), width * width, 1).clone()
+    words = torch.zeros(len(samples), width * width, dtype=torch.bool)
     for i, s in enumerate(samples):
         for o in s.objects:
             top = o.row * side * width + o.col * side  # the cell's top-left patch
@@ -61,35 +63,25 @@ def patch_targets(model, tok, samples) -> torch.Tensor:
                 out[i, top] = cache[o.color] + cache[o.shape]
             else:
                 out[i, top], out[i, top + 1] = cache[o.color], cache[o.shape]
-    return out
+            words[i, top: top + min(side, 2)] = True
+    return out, words
 
 
 def pixels(samples) -> torch.Tensor:
     return to_pixels(np.stack([s.image() for s in samples]), PIXEL_MEAN, PIXEL_STD)
 
 
-def align_loss(model, tok, batch, words_only: bool = False) -> torch.Tensor:
-    """MSE of the projected patch tokens to their word targets, relative to the embeddings' mean square; with
-    ``words_only``, over the patches that hold a color or shape word only (the others are left free)."""
-    feats = model.model.get_image_features(pixel_values=pixels(batch)).pooler_output
+def align_loss(model, tok, batch, px: torch.Tensor, words_only: bool = False) -> torch.Tensor:
+    """MSE of the projected patch tokens of ``px`` (the batch's pixels) to their word targets, relative to the
+    embeddings' mean square; with ``words_only``, over the patches that hold a color or shape word only (the
+    others are left free)."""
+    feats = model.model.get_image_features(pixel_values=px).pooler_output
     pred = torch.stack(list(feats))  # [batch patches d_model]
-    target = patch_targets(model, tok, batch)
+    target, words = patch_targets(model, tok, batch)
     err = (pred - target).pow(2).mean(-1)  # [batch patches]
     if words_only:
-        err = err[word_mask(model, batch)]
+        err = err[words]
     return err.mean() / model.get_input_embeddings().weight.pow(2).mean()
-
-
-def word_mask(model, batch) -> torch.Tensor:
-    """``[batch patches]`` True where :func:`patch_targets` puts a color or shape word."""
-    side = shapes.CELL // model.config.vision_config.patch_size
-    width = shapes.GRID * side
-    mask = torch.zeros(len(batch), width * width, dtype=torch.bool)
-    for i, s in enumerate(batch):
-        for o in s.objects:
-            top = o.row * side * width + o.col * side
-            mask[i, top: top + min(side, 2)] = True
-    return mask
 
 
 def stage_align(model, tok, args, rng_seed: int) -> list[float]:
@@ -100,7 +92,7 @@ def stage_align(model, tok, args, rng_seed: int) -> list[float]:
     bar = tqdm(range(args.align_steps), desc="align", disable=args.quiet)
     for step in bar:
         batch = shapes.dataset(rng_seed * 100_003 + step, args.align_batch)
-        loss = align_loss(model, tok, batch)
+        loss = align_loss(model, tok, batch, pixels(batch))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -153,12 +145,13 @@ def stage_lm(model, tok, args, rng_seed: int, deadline: float, ckpt=None) -> tup
         att = torch.zeros_like(ids)
         for r, (i, l) in enumerate(convs):
             ids[r, : len(i)], lab[r, : len(l)], att[r, : len(i)] = torch.tensor(i), torch.tensor(l), 1
-        hidden = model.model(input_ids=ids, pixel_values=pixels(batch), attention_mask=att).last_hidden_state
+        px = pixels(batch)
+        hidden = model.model(input_ids=ids, pixel_values=px, attention_mask=att).last_hidden_state
         sel = lab[:, 1:] != -100  # next-token targets: only answer positions get logits
         logits = model.lm_head(hidden[:, :-1][sel])
         loss = torch.nn.functional.cross_entropy(logits, lab[:, 1:][sel])
         if args.align_weight:  # keeps image tokens near their words, which existence answers rely on
-            loss = loss + args.align_weight * align_loss(model, tok, batch, words_only=args.anchor_words)
+            loss = loss + args.align_weight * align_loss(model, tok, batch, px, words_only=args.anchor_words)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -193,10 +186,50 @@ def main(argv=None) -> None:
     ap.add_argument("--tiny", action="store_true", help="a few steps of each stage (checks the loop)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    if args.init is not None and not (args.init / "vision.safetensors").is_file():
-        ap.error(f"--init {args.init}: no vision.safetensors there; pass a directory this script (or --ckpt-dir) wrote")
+    check_args(args)
     if args.tiny:
         args.align_steps, args.lm_steps, args.align_batch, args.lm_batch = 5, 2, 4, 2
+    try:
+        train(args)
+    except KeyboardInterrupt:
+        fail(f"interrupted; nothing was written to {args.out} (any weights there are kept)", code=130)
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"train_tinyvlm.py: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def check_args(args) -> None:
+    """Bad arguments end in one line and exit code 2 before the model loads (a run is ~30 minutes)."""
+    from interp.errors import InputError
+    from interp.jobs.outdir import check_writable
+
+    for name in ("threads", "align_steps", "align_batch", "lm_steps", "lm_batch"):
+        if getattr(args, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("lr_align", "lr_lm", "max_minutes"):
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.align_weight < 0 or args.lm_stop_step < 0:
+        fail("--align-weight and --lm-stop-step must not be negative")
+    if args.anchor_words and not args.align_weight:
+        fail("--anchor-words only chooses the patches that --align-weight holds; pass --align-weight too")
+    if args.init is not None and not (args.init / "vision.safetensors").is_file():
+        fail(f"--init {args.init}: no vision.safetensors there; pass a directory this script (or --ckpt-dir) wrote")
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"--out {args.out} is a file; pass a directory (it is replaced as a whole when training ends)")
+    try:
+        check_writable(args.out.resolve().parent)  # the weights are written beside it, then renamed into place
+        if args.ckpt_dir is not None:
+            check_writable(args.ckpt_dir)
+    except InputError as e:
+        fail(str(e))
+
+
+def train(args) -> None:
+    from interp.errors import InterpError
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -210,12 +243,15 @@ def main(argv=None) -> None:
     if args.ckpt_dir is not None:  # intermediate weights, to watch a long run from another process
         ckpt = lambda name: save_vision_weights(model, args.ckpt_dir / name, {"checkpoint": name})  # noqa: E731
     if args.init is not None:
-        load_vision_weights(model, args.init)
+        try:
+            load_vision_weights(model, args.init)
+        except InterpError as e:
+            fail(f"--init: {e}")
         align = []
     else:
         align = stage_align(model, tok, args, args.seed + 1)
-    if ckpt is not None:
-        ckpt("align")
+        if ckpt is not None:
+            ckpt("align")
     t1 = time.perf_counter()
     lm_losses, lm_done = stage_lm(model, tok, args, args.seed + 2, t0 + 60 * args.max_minutes, ckpt)
     t2 = time.perf_counter()

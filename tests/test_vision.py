@@ -287,12 +287,7 @@ def test_inline_decisions_equal_the_trial_pass_reference(llava, items):
 def test_training_script_runs_both_stages_and_records_its_config(tmp_path):
     """`benchmarks/train_tinyvlm.py --tiny`: a few steps of each stage, weights and config beside them; `--init`
     skips the alignment and starts from saved weights (the LM-stage experiments in RESULTS use it)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("train_tinyvlm", Path(__file__).parents[1] / "benchmarks" / "train_tinyvlm.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = _train_script()
     train.main(["--tiny", "--quiet", "--threads", "1", "--out", str(tmp_path / "a")])
     meta = json.loads((tmp_path / "a" / "config.json").read_text())
     assert meta["align"]["steps"] == 5 and meta["lm"]["steps_done"] == 2 and meta["vision"]["patch_size"] == 8
@@ -301,6 +296,34 @@ def test_training_script_runs_both_stages_and_records_its_config(tmp_path):
                 "--anchor-words", "--out", str(tmp_path / "b")])
     meta = json.loads((tmp_path / "b" / "config.json").read_text())
     assert meta["init"] == str(tmp_path / "a") and meta["lm"]["align_weight"] == 30.0 and np.isfinite(meta["lm"]["final_loss"])
+
+
+def _train_script():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_tinyvlm", Path(__file__).parents[1] / "benchmarks" / "train_tinyvlm.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    return train
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lm-steps", "0"], "--lm-steps must be at least 1, got 0"),
+    (["--lr-lm", "-1"], "--lr-lm must be positive"),
+    (["--anchor-words"], "pass --align-weight too"),
+    (["--init", "{tmp}/nowhere"], "no vision.safetensors there"),
+    (["--out", "{tmp}/a_file"], "is a file; pass a directory"),
+    (["--out", "{tmp}/a_file/weights"], "a_file' is a file"),
+    (["--ckpt-dir", "{tmp}/a_file"], "is a file; pass a directory"),
+])
+def test_training_script_rejects_bad_arguments_before_loading(tmp_path, capsys, args, message):
+    (tmp_path / "a_file").write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        _train_script().main([a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert (tmp_path / "a_file").read_text() == "keep me"
 
 
 def test_vision_weights_of_another_shape_are_rejected(llava, tmp_path):

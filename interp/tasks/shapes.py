@@ -138,13 +138,18 @@ def exist_question(color: str, shape: str, present, **kw) -> Question:
     return Question("exist", f"Is there a {color} {shape}? Answer Yes or No.", answer, **kw)
 
 
+def pairs(objects) -> tuple[set[tuple[str, str]], list[tuple[str, str]]]:
+    """The scene's (color, shape) pairs, and every other pair in a fixed order."""
+    present = {(o.color, o.shape) for o in objects}
+    return present, [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
+
+
 def other_exist_question(objects, rng: random.Random, answer: str) -> Question:
     """An ``exist`` question with the given answer: a present pair for "Yes"; for "No" an absent pair that shares
     the color or the shape of a present object half the time (so that one word matching is not enough)."""
-    present = {(o.color, o.shape) for o in objects}
+    present, absent = pairs(objects)
     if answer == "Yes":
         return exist_question(*rng.choice(sorted(present)), present)
-    absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
     near = [(c, s) for c, s in absent if any(c == pc or s == ps for pc, ps in present)]
     return exist_question(*rng.choice(near if near and rng.random() < 0.5 else absent), present)
 
@@ -164,12 +169,8 @@ def questions_for(objects, rng: random.Random) -> list[Question]:
         out.append(Question("shape", f"What shape is the {c} object?", next(o.shape for o in objects if o.color == c)))
     s = rng.choice(SHAPES)
     out.append(Question("count", f"How many {PLURALS[s]} are there?", str(shapes.count(s))))
-    present = {(o.color, o.shape) for o in objects}
-    if rng.random() < 0.5:
-        c, s = rng.choice(sorted(present))
-    else:
-        absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
-        c, s = rng.choice(absent)
+    present, absent = pairs(objects)
+    c, s = rng.choice(sorted(present)) if rng.random() < 0.5 else rng.choice(absent)
     out.append(exist_question(c, s, present))
     out.append(Question("caption", "Describe the image.", caption_text(objects)))
     return out
