@@ -59,14 +59,27 @@ def _stats(q, k, v, seg, backend):
     return attn_stats_kernel(q, k, v, scale=0.125, causal=True, segments=seg, key_mass=True, backend=backend)
 
 
+def _torch_pass(on: bool) -> None:
+    os.environ["INTERP_NO_CEXT"] = "1" if on else "0"
+
+
 def cpu_table(sizes, reps: int) -> None:
-    print(f"{'n':>6} | {'sdpa ms':>9} | {'cpu stats ms':>12} | {'cpu/sdpa':>8}")
-    print("-" * 46)
+    """The cpu backend with its compiled row pass (``_rows.c``) and with the pure-PyTorch fallback."""
+    from interp.attnstats.kernels._cext import build_error, rows_lib
+
+    if rows_lib() is None:
+        print(f"compiled row pass unavailable ({build_error()}): both columns are the PyTorch pass")
+    print(f"{'n':>6} | {'sdpa ms':>9} | {'cpu stats ms':>12} | {'cpu/sdpa':>8} | {'torch pass ms':>13} | {'torch/sdpa':>10}")
+    print("-" * 74)
     for n in sizes:
         q, k, v, seg = _inputs(n, "cpu")
         t_sdpa = _median_time(lambda: _sdpa(q, k, v), reps)
         t_cpu = _median_time(lambda: _stats(q, k, v, seg, "cpu"), reps)
-        print(f"{n:>6} | {t_sdpa * 1e3:>9.1f} | {t_cpu * 1e3:>12.1f} | {t_cpu / t_sdpa:>8.2f}", flush=True)
+        _torch_pass(True)
+        t_pt = _median_time(lambda: _stats(q, k, v, seg, "cpu"), reps)
+        _torch_pass(False)
+        print(f"{n:>6} | {t_sdpa * 1e3:>9.1f} | {t_cpu * 1e3:>12.1f} | {t_cpu / t_sdpa:>8.2f} | {t_pt * 1e3:>13.1f} | "
+              f"{t_pt / t_sdpa:>10.2f}", flush=True)
 
 
 def cuda_table(sizes, dtypes=("float16", "bfloat16"), reps: int = 10) -> None:

@@ -120,9 +120,69 @@ def _run_case(case, backend, edit_name="none"):
     return ref, got
 
 
+@pytest.fixture(params=["c", "torch"])
+def row_pass(request, monkeypatch):
+    """The cpu backend's two row passes: the compiled one (``_rows.c``) and its pure-PyTorch fallback."""
+    monkeypatch.setenv("INTERP_NO_CEXT", "0" if request.param == "c" else "1")
+    return request.param
+
+
 @pytest.mark.parametrize("case", CASES + CASES_CPU_ONLY, ids=lambda c: f"s{c[0]}")
-def test_cpu_matches_reference(case):
+def test_cpu_matches_reference(case, row_pass):
     _run_case(case, "cpu")
+
+
+def test_c_row_pass_builds_here():
+    """CI has a C compiler: the fast row pass must build, or every cpu timing silently takes the fallback."""
+    from interp.attnstats.kernels._cext import build_error, rows_lib
+
+    assert rows_lib() is not None, build_error()
+
+
+@pytest.mark.parametrize("n_seg", [1, 3, 12])  # 12 > C_MAX_SEGMENTS: masses as columns of P·V instead
+@pytest.mark.parametrize("pad", [None, "left", "right"])
+def test_c_row_pass_equals_torch_pass(monkeypatch, n_seg, pad):
+    q, k, v, kv, seg = _draw(21, 3, 9, 3, 131, 131, 64, pad, n_seg=n_seg)
+    seg[:, -1] = (torch.arange(131) % 3 == 0).float()  # a non-contiguous segment
+    kw = dict(scale=0.125, causal=True, key_valid=kv, segments=seg, key_mass=True, rows=(torch.tensor([0, 4, 8]),
+              torch.tensor([[0, 130]] * 3)))
+    monkeypatch.setenv("INTERP_NO_CEXT", "1")
+    slow = attn_stats_kernel(q, k, v, backend="cpu", **kw)
+    monkeypatch.setenv("INTERP_NO_CEXT", "0")
+    fast = attn_stats_kernel(q, k, v, backend="cpu", **kw)
+    _compare(slow, fast, tol=2e-5, mtol=2e-6)
+    assert torch.equal(slow.argmax, fast.argmax)
+    torch.testing.assert_close(fast.rows, slow.rows, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_argmax_ties_take_the_first_key(backend, row_pass):
+    """Equal keys give equal scores: argmax is the first visible key (after left padding) in every row, across
+    the C pass's vector lanes and its scalar tail (19 keys = 2 lanes of 8 + 3)."""
+    B, K = 2, 19
+    q = torch.randn(B, 3, K, 8)
+    k = torch.ones(B, 1, K, 8)
+    kv = torch.ones(B, K, dtype=torch.bool)
+    kv[1, :5] = False
+    r = attn_stats_kernel(q, k, torch.randn(B, 1, K, 8), scale=0.3, causal=True, key_valid=kv, backend=backend)
+    assert torch.equal(r.argmax[0], torch.zeros(3, K, dtype=torch.int64))
+    assert torch.equal(r.argmax[1, :, 5:], torch.full((3, K - 5), 5))
+    assert torch.equal(r.argmax[1, :, :5], torch.full((3, 5), -1))  # rows with no visible key
+
+
+def test_without_a_compiler_the_torch_pass_runs(tmp_path):
+    """No C compiler: the kernel still runs (pure PyTorch) and says why the fast pass is off."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from interp.attnstats.kernels import attn_stats_kernel as f;"
+            "from interp.attnstats.kernels._cext import rows_lib, build_error;"
+            "q = torch.randn(1, 2, 9, 8); r = f(q, q, q, scale=0.3, causal=True, backend='cpu');"
+            "assert rows_lib() is None and not torch.isnan(r.entropy).any(); print(build_error())")
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "INTERP_CACHE": str(tmp_path), "INTERP_NO_CEXT": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "no-such-cc" in out.stdout
 
 
 @pytest.mark.parametrize("edit_name", list(EDITS))

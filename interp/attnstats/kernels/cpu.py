@@ -26,12 +26,14 @@ from typing import Optional
 
 import torch
 
+from ._cext import rows_lib
 from ._common import KernelStats, Problem, compute_dtype, query_valid
 from ._threads import chunked, run_chunks
 from .edits import ACT_EMPTY
 
 NEG = -1.0e30
 DEFAULT_BLOCK_Q = 64
+C_MAX_SEGMENTS = 8  # beyond this many, segment masses are cheaper as extra columns of the P·V product
 CHUNKS_PER_THREAD = 4  # work units per worker: fine enough that a slowed worker just takes fewer
 
 
@@ -71,6 +73,10 @@ class _Ctx:
     segm: Optional[torch.Tensor]
     key_mass: bool
     rows_out: Optional[torch.Tensor]
+    clib: object = None  # the fused C row pass (``_rows.c``) when it applies, else None
+    bias2: Optional[torch.Tensor] = None  # [B, K] key-padding bias for the C pass
+    qw2: Optional[torch.Tensor] = None  # [B, Q] key-mass weight per query for the C pass
+    seg_c: Optional[torch.Tensor] = None  # [B, S, K] segments whose masses the C pass computes
 
 
 def attn_stats_cpu(
@@ -125,11 +131,16 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
     BK = B * KV
     qf = q.to(cd) * (scale / softcap if softcap is not None else scale)
     kc = k.to(cd)
-    identity = not general and softcap is None  # Σ p·s from q·(P K)
+    clib = _c_pass(prob, cd, dev, softcap)
+    identity = not general and softcap is None and clib is None  # Σ p·s from q·(P K)
     parts = [v.to(cd)] + ([kc] if identity else [])
-    if segments is not None:
+    seg_c = None  # few segments: masses from dot products in the C pass, keeping P·V exactly d_head wide
+    if clib is not None and segments is not None and S <= C_MAX_SEGMENTS:
+        seg_c = segments.to(cd).contiguous()
+    elif segments is not None:
         parts.append(segments.to(cd).transpose(1, 2)[:, None].expand(B, KV, K, S))
-    parts.append(torch.ones(B, KV, K, 1, dtype=cd, device=dev))
+    if clib is None:  # the C pass returns Σ e itself
+        parts.append(torch.ones(B, KV, K, 1, dtype=cd, device=dev))
     width = sum(t.shape[-1] for t in parts)
     if width % 16:  # GEMM widths that are multiples of 16 run faster (67 -> 80: ~7%)
         parts.append(torch.zeros(B, KV, K, -width % 16, dtype=cd, device=dev))
@@ -146,6 +157,8 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
     qvw = None
     if key_mass and qv is not None and not bool(qv.all()):
         qvw = qv.to(cd).view(B, 1, 1, Q).expand(B, KV, G, Q).reshape(BK * G, 1, Q)
+    bias2 = None if kvb is None else kvb.view(B, K).contiguous()
+    qw2 = None if qvw is None else qv.to(cd).view(B, Q).contiguous()
     bq = min(_block_size(prob, block_q), Q)
     return _Ctx(
         prob=prob, causal=causal, cd=cd, bq=bq, qg=qf.view(B, KV, G, Q, D),
@@ -160,7 +173,19 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
         segm=torch.empty(B, KV, G, Q, S, dtype=cd, device=dev) if segments is not None else None,
         key_mass=key_mass,
         rows_out=None if prob.rows is None else torch.zeros(B, len(prob.rows[0]), prob.rows[1].shape[1], K, device=dev),
+        clib=clib, bias2=bias2, qw2=qw2, seg_c=seg_c,
     )
+
+
+def _c_pass(prob: Problem, cd: torch.dtype, dev: torch.device, softcap) -> object:
+    """The C row pass covers the common case: fp32 on the CPU, no softcap, no edit of the probabilities or
+    the logits. Everything else takes the PyTorch row pass (which also serves as its reference in tests)."""
+    edit = prob.edit
+    if cd != torch.float32 or dev.type != "cpu" or softcap is not None:
+        return None
+    if edit.needs_probabilities or edit.segment_scale is not None:
+        return None
+    return rows_lib()
 
 
 def _run_chunk(ctx: _Ctx, blocks) -> Optional[torch.Tensor]:
@@ -188,6 +213,8 @@ def _block(ctx: _Ctx, i0: int, i1: int, buf, ebuf, kacc) -> None:
     size = BK * R * kend
     qb = ctx.qg[:, :, :, i0:i1].reshape(BK, R, D)
     s = torch.bmm(qb, ctx.kT[:, :, :kend], out=buf[:size].view(BK, R, kend))
+    if ctx.clib is not None:
+        return _block_c(ctx, s, i0, i1, kend, kacc)
     if ctx.softcap is not None:
         s.tanh_().mul_(ctx.softcap)
     s5 = s.view(B, KV, G, nq, kend)
@@ -225,6 +252,31 @@ def _block(ctx: _Ctx, i0: int, i1: int, buf, ebuf, kacc) -> None:
         kacc[:, :kend] += torch.bmm(w, p.view(BK * G, nq, kend)).view(BK * G, kend)
     if ctx.rows_out is not None:
         _take_rows(ctx.rows_out, p.view(B, KV * G, nq, kend), rinv, prob, i0, nq)
+
+
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+def _block_c(ctx: _Ctx, s: torch.Tensor, i0: int, i1: int, kend: int, kacc) -> None:
+    """Scores ``s [BK, R, kend]`` → statistics in the C pass, then one product with ``[V | segments]``."""
+    prob = ctx.prob
+    B, KV, G, Q, D, S = prob.batch, prob.n_kv, prob.group, prob.q_len, prob.d_head, prob.n_segments
+    nq = i1 - i0
+    ctx.clib.interp_attn_rows(
+        s.data_ptr(), B * KV * G, nq, kend, kend, prob.offset + i0, int(ctx.causal), KV * G,
+        _ptr(ctx.bias2), prob.k_len, _ptr(ctx.qw2), Q, i0,
+        _ptr(kacc), 0 if kacc is None else kacc.shape[1], _ptr(ctx.seg_c), S, prob.k_len, _ptr(ctx.segm),
+        ctx.lse.data_ptr(), ctx.ent.data_ptr(), ctx.maxw.data_ptr(), ctx.amax.data_ptr(),
+    )
+    sl = (slice(None), slice(None), slice(None), slice(i0, i1))
+    rinv = ctx.maxw[sl].reshape(B * KV, G * nq, 1)
+    o = torch.bmm(s, ctx.vext[:, :kend]).mul_(rinv)  # [BK, R, W]
+    ctx.out[sl] = o[..., :D].view(B, KV, G, nq, D)
+    if ctx.segm is not None and ctx.seg_c is None:
+        ctx.segm[sl] = o[..., ctx.s_col : ctx.s_col + S].view(B, KV, G, nq, S)
+    if ctx.rows_out is not None:
+        _take_rows(ctx.rows_out, s.view(B, KV * G, nq, kend), rinv, prob, i0, nq)
 
 
 def _plain(ctx, s, qb, ebuf, size, empty, mv, am, m, shifted):
