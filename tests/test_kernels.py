@@ -141,11 +141,13 @@ def test_c_row_pass_builds_here():
 
 @pytest.mark.parametrize("n_seg", [1, 3, 12])  # 12 > C_MAX_SEGMENTS: masses as columns of P·V instead
 @pytest.mark.parametrize("pad", [None, "left", "right"])
-def test_c_row_pass_equals_torch_pass(monkeypatch, n_seg, pad):
+@pytest.mark.parametrize("logits", ["plain", "softcap", "segment_scale"])
+def test_c_row_pass_equals_torch_pass(monkeypatch, n_seg, pad, logits):
     q, k, v, kv, seg = _draw(21, 3, 9, 3, 131, 131, 64, pad, n_seg=n_seg)
     seg[:, -1] = (torch.arange(131) % 3 == 0).float()  # a non-contiguous segment
+    edit = HeadEdit(segment_scale=[[0.0] + [2.0] * (n_seg - 1)] * 9) if logits == "segment_scale" else None
     kw = dict(scale=0.125, causal=True, key_valid=kv, segments=seg, key_mass=True, rows=(torch.tensor([0, 4, 8]),
-              torch.tensor([[0, 130]] * 3)))
+              torch.tensor([[0, 130]] * 3)), softcap=30.0 if logits == "softcap" else None, edit=edit)
     monkeypatch.setenv("INTERP_NO_CEXT", "1")
     slow = attn_stats_kernel(q, k, v, backend="cpu", **kw)
     monkeypatch.setenv("INTERP_NO_CEXT", "0")
@@ -187,7 +189,7 @@ def test_without_a_compiler_the_torch_pass_runs(tmp_path):
 
 @pytest.mark.parametrize("edit_name", list(EDITS))
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=lambda c: f"s{c[0]}")
-def test_cpu_edits_match_reference(case, edit_name):
+def test_cpu_edits_match_reference(case, edit_name, row_pass):
     _run_case(case, "cpu", edit_name)
 
 

@@ -28,7 +28,7 @@ _ERROR: Optional[str] = None
 
 _i64 = ctypes.c_int64
 _ARGTYPES = [
-    ctypes.c_void_p, _i64, _i64, _i64, _i64, _i64, ctypes.c_int, _i64, ctypes.c_void_p, _i64, ctypes.c_void_p, _i64,
+    ctypes.c_void_p, _i64, _i64, _i64, _i64, _i64, ctypes.c_int, _i64, ctypes.c_void_p, _i64, _i64, ctypes.c_void_p, _i64,
     _i64, ctypes.c_void_p, _i64, ctypes.c_void_p, _i64, _i64, ctypes.c_void_p,
     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
 ]
@@ -94,3 +94,8 @@ def rows_lib() -> Optional[ctypes.CDLL]:
 def build_error() -> Optional[str]:
     """Why :func:`rows_lib` returned ``None`` (after it was called), for diagnostics."""
     return _ERROR
+
+
+if __name__ == "__main__":  # `make install` builds it once, so a first call does not pay the compile
+    lib = rows_lib()
+    print("interp: compiled attention row pass " + ("built" if lib else f"unavailable ({build_error()}); using PyTorch"))

@@ -117,18 +117,18 @@ static void row_axpy(float *acc, const float *e, int64_t len, float w) {
 }
 
 /* One query block. s: [n_groups*nq, ld] scores, overwritten with exp(s - rowmax) (0 past each row's keys).
- * bias: NULL or [batch, bias_ld]; qw: NULL or [batch, q_len] key-mass weight of each query;
+ * bias: NULL or additive logit biases (key padding, segment scaling), row grp / bias_div of [*, bias_ld]; qw: NULL or [batch, q_len] key-mass weight of each query;
  * kacc: NULL or [n_groups, kacc_ld] key-mass accumulator; seg: NULL or [batch, n_seg, seg_ld] segment weights,
  * whose masses go to segm [n_groups, q_len, n_seg]. Outputs lse/ent/maxw/amax are [n_groups, q_len]
  * and receive this block's columns i0..i0+nq. maxw equals 1/Σe (the max exponential is exactly 1), so the
  * caller normalises the block's P·V with it. */
 void interp_attn_rows(float *s, int64_t n_groups, int64_t nq, int64_t ld, int64_t kend, int64_t pos0, int causal,
-                      int64_t group_per_batch, const float *bias, int64_t bias_ld, const float *qw, int64_t q_len,
+                      int64_t group_per_batch, const float *bias, int64_t bias_div, int64_t bias_ld, const float *qw, int64_t q_len,
                       int64_t i0, float *kacc, int64_t kacc_ld, const float *seg, int64_t n_seg, int64_t seg_ld,
                       float *segm, float *lse, float *ent, float *maxw, int64_t *amax) {
     for (int64_t grp = 0; grp < n_groups; grp++) {
         int64_t b = grp / group_per_batch;
-        const float *brow = bias ? bias + b * bias_ld : NULL;
+        const float *brow = bias ? bias + (grp / bias_div) * bias_ld : NULL;
         for (int64_t qi = 0; qi < nq; qi++) {
             float *row = s + (grp * nq + qi) * ld;
             int64_t len = causal ? pos0 + qi + 1 : kend;

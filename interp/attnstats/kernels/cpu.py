@@ -10,10 +10,18 @@ Scores of invisible keys get a large finite negative value (``NEG``) rather than
 exact zeros and ``p*s`` never produces NaN; rows whose max stays below ``NEG/2`` have no visible key and get
 the empty-row values.
 
-One widened product does most of the work: ``e @ [V | K | segments | 1]`` gives the output, ``Σ e·k`` (so
-``Σ p·s = q·(P K)`` and entropy = ``log l + shift - Σ p·s`` without a pass over ``p·s``), the segment masses
-and the softmax denominator ``l``. With a logit softcap ``s`` is not linear in ``k``; entropy then comes from
-an explicit ``Σ e·(s - shift)`` pass.
+Two row passes turn a block's scores into statistics:
+
+- the fused C pass (``_rows.c``, built on first use by :mod:`._cext`; fp32 on the CPU without softcap or
+  probability edits, the common case). Each score row is read into cache once while max, argmax,
+  ``e = exp(s - max)``, ``Σ e``, ``Σ e·(s - max)`` (so entropy = ``log Σe - Σ e·(s-max) / Σe``), the segment
+  masses and the key-mass accumulation are computed; the one product ``e @ V`` is then exactly d_head wide.
+  Per layer this costs 1.07-1.20× SDPA (the PyTorch pass: 1.9-2.5×; ``benchmarks/attn_kernel.py``).
+- the PyTorch pass, which is the fallback (no compiler, ``INTERP_NO_CEXT=1``) and handles everything else.
+  One widened product ``e @ [V | K | segments | 1]`` gives the output, ``Σ e·k`` (so ``Σ p·s = q·(P K)`` and
+  entropy = ``log l + shift - Σ p·s`` without a pass over ``p·s``), the segment masses and the softmax
+  denominator ``l``. With a logit softcap ``s`` is not linear in ``k``; entropy then comes from an explicit
+  ``Σ e·(s - shift)`` pass.
 
 Blocks run on a few single-threaded worker threads (:mod:`._threads`), one parallel region per call: the
 per-op OpenMP regions of earlier versions collapsed to 67-70× SDPA when another process kept one core busy.
@@ -74,7 +82,8 @@ class _Ctx:
     key_mass: bool
     rows_out: Optional[torch.Tensor]
     clib: object = None  # the fused C row pass (``_rows.c``) when it applies, else None
-    bias2: Optional[torch.Tensor] = None  # [B, K] key-padding bias for the C pass
+    bias2: Optional[torch.Tensor] = None  # [B or B*H, K] logit bias for the C pass (padding, segment scaling)
+    bias_div: int = 1  # rows of (batch, head) groups per bias2 row
     qw2: Optional[torch.Tensor] = None  # [B, Q] key-mass weight per query for the C pass
     seg_c: Optional[torch.Tensor] = None  # [B, S, K] segments whose masses the C pass computes
 
@@ -132,7 +141,7 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
     BK = B * KV
     qf = q.to(cd) * (scale / softcap if softcap is not None else scale)
     kc = k.to(cd)
-    clib = _c_pass(prob, cd, dev, softcap)
+    clib = _c_pass(prob, cd, dev)
     identity = not general and softcap is None and clib is None  # Σ p·s from q·(P K)
     parts = [v.to(cd)] + ([kc] if identity else [])
     seg_c = None  # few segments: masses from dot products in the C pass, keeping P·V exactly d_head wide
@@ -158,7 +167,11 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
     qvw = None
     if key_mass and qv is not None and not bool(qv.all()):
         qvw = qv.to(cd).view(B, 1, 1, Q).expand(B, KV, G, Q).reshape(BK * G, 1, Q)
-    bias2 = None if kvb is None else kvb.view(B, K).contiguous()
+    bias2, bias_div = None, KV * G  # for the C pass: one bias row per batch row, or per (batch, head) with lb
+    if lb is not None:
+        bias2, bias_div = (lb if kvb is None else lb + kvb).reshape(B * KV * G, K).contiguous(), 1
+    elif kvb is not None:
+        bias2 = kvb.view(B, K).contiguous()
     qw2 = None if qvw is None else qv.to(cd).view(B, Q).contiguous()
     bq = min(_block_size(prob, block_q), Q)
     return _Ctx(
@@ -174,17 +187,14 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
         segm=torch.empty(B, KV, G, Q, S, dtype=cd, device=dev) if segments is not None else None,
         key_mass=key_mass,
         rows_out=None if prob.rows is None else torch.zeros(B, len(prob.rows[0]), prob.rows[1].shape[1], K, device=dev),
-        clib=clib, bias2=bias2, qw2=qw2, seg_c=seg_c,
+        clib=clib, bias2=bias2, bias_div=bias_div, qw2=qw2, seg_c=seg_c,
     )
 
 
-def _c_pass(prob: Problem, cd: torch.dtype, dev: torch.device, softcap) -> object:
-    """The C row pass covers the common case: fp32 on the CPU, no softcap, no edit of the probabilities or
-    the logits. Everything else takes the PyTorch row pass (which also serves as its reference in tests)."""
-    edit = prob.edit
-    if cd != torch.float32 or dev.type != "cpu" or softcap is not None:
-        return None
-    if edit.needs_probabilities or edit.segment_scale is not None:
+def _c_pass(prob: Problem, cd: torch.dtype, dev: torch.device) -> object:
+    """The C row pass covers fp32 on the CPU without edits of the probabilities themselves (logit biases and
+    softcaps are fine). Everything else takes the PyTorch row pass (which tests also compare it with)."""
+    if cd != torch.float32 or dev.type != "cpu" or prob.edit.needs_probabilities:
         return None
     return rows_lib()
 
@@ -264,9 +274,11 @@ def _block_c(ctx: _Ctx, s: torch.Tensor, i0: int, i1: int, kend: int, kacc) -> N
     prob = ctx.prob
     B, KV, G, Q, D, S = prob.batch, prob.n_kv, prob.group, prob.q_len, prob.d_head, prob.n_segments
     nq = i1 - i0
+    if ctx.softcap is not None:  # the queries carry scale / softcap
+        s.tanh_().mul_(ctx.softcap)
     ctx.clib.interp_attn_rows(
         s.data_ptr(), B * KV * G, nq, kend, kend, prob.offset + i0, int(ctx.causal), KV * G,
-        _ptr(ctx.bias2), prob.k_len, _ptr(ctx.qw2), Q, i0,
+        _ptr(ctx.bias2), ctx.bias_div, prob.k_len, _ptr(ctx.qw2), Q, i0,
         _ptr(kacc), 0 if kacc is None else kacc.shape[1], _ptr(ctx.seg_c), S, prob.k_len, _ptr(ctx.segm),
         ctx.lse.data_ptr(), ctx.ent.data_ptr(), ctx.maxw.data_ptr(), ctx.amax.data_ptr(),
     )
