@@ -1,11 +1,16 @@
 """Whole-model benchmark of the fused statistics path on SmolLM2-135M (batch 1).
 
-For each n, three modes each run in their own subprocess (so peak RSS is per mode):
-  (a) plain SDPA forward of the HF model;
+For each n, the modes each run in their own subprocess (so peak RSS is per mode):
+  (a) plain SDPA forward of the HF model, in a process that imports transformers only;
+  (a2) the same SDPA forward of the model that interp.load_model returns (same process setup as (b): the
+       TransformerBridge, TransformerLens and the tokenizer are loaded), i.e. what the statistics add to an
+       ordinary forward of an interp user's model;
   (b) interp.attention_stats with two segments (first token, a 16-token span) and key_mass;
   (c) TransformerLens run_with_cache of every hook_pattern, plus the same reductions
       (entropy, max/argmax, segment masses, key mass) — "OOM" where the patterns would not fit in memory.
-Prints median wall time of `--reps` runs (after one warm-up), peak RSS, and the ratios b/a and c/b.
+Prints median wall time of `--reps` runs (after one warm-up), peak RSS, and the ratios b/a, b/a2 and c/b.
+``--rounds R`` runs the modes R times, interleaved (a, a2, b, a, a2, b, ...), and reports the median over all
+runs: on a shared machine the speed drifts between processes more than within one.
 
     python benchmarks/attn_stats.py                 # n = 512 1024 2048 4096 8192
     python benchmarks/attn_stats.py --n 512 1024 --reps 2
@@ -24,7 +29,7 @@ import subprocess
 import sys
 import time
 
-MODES = ("sdpa", "stats", "tl", "rows")
+MODES = ("sdpa", "sdpa_bridge", "stats", "tl", "rows")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -51,6 +56,14 @@ def _worker(mode: str, n: int, reps: int, device: str = "cpu", dtype: str = "flo
 
         hf = AutoModelForCausalLM.from_pretrained(bundled.smollm2_dir(), dtype=dt, attn_implementation="sdpa").eval().to(device)
         run = lambda: hf(input_ids=toks, use_cache=False).logits  # noqa: E731
+    elif mode == "sdpa_bridge":
+        from interp.attnstats.fused import hf_with_attention
+
+        model = load_model("smollm2-135m", device=device, dtype=dt)
+
+        def run():
+            with hf_with_attention(model, "sdpa") as hf_sdpa:
+                return hf_sdpa(input_ids=toks, use_cache=False).logits
     elif mode == "stats":
         from interp.attnstats import attention_stats
 
@@ -78,7 +91,7 @@ def _worker(mode: str, n: int, reps: int, device: str = "cpu", dtype: str = "flo
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
-    return {"median_s": statistics.median(times), "peak_rss_gb": peak}
+    return {"median_s": statistics.median(times), "peak_rss_gb": peak, "times": times}
 
 
 def _tl_run(model, toks, n):
@@ -122,6 +135,7 @@ def main() -> None:
     ap.add_argument("--contention", action="store_true", help="a bounded busy process pinned to core 0 meanwhile")
     ap.add_argument("--rows", action="store_true", help="also time attention_rows (4 heads x 4 queries)")
     ap.add_argument("--no-tl", action="store_true", help="skip the TransformerLens column")
+    ap.add_argument("--rounds", type=int, default=1, help="run the modes this many times, interleaved")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(_worker(args.worker, args.n[0], args.reps, args.device, args.dtype)))
@@ -135,15 +149,22 @@ def main() -> None:
 def _table(args) -> None:
     import torch
 
-    print(f"SmolLM2-135M, batch 1, {args.dtype} on {args.device}, {torch.get_num_threads()} threads, median of {args.reps} "
-          f"(after 1 warm-up){'; CONTENTION: one busy process on core 0' if args.contention else ''}")
-    hdr = f"{'n':>6} | {'(a) sdpa s':>10} {'GB':>5} | {'(b) stats s':>11} {'GB':>5} | {'(c) TL s':>9} {'GB':>5} | {'b/a time':>8} {'b/a mem':>7} | {'c/b time':>8} {'c/b mem':>7}"
+    print(f"SmolLM2-135M, batch 1, {args.dtype} on {args.device}, {torch.get_num_threads()} threads, median of "
+          f"{args.reps} x {args.rounds} round(s) (after 1 warm-up per process)"
+          f"{'; CONTENTION: one busy process on core 0' if args.contention else ''}")
+    hdr = (f"{'n':>6} | {'(a) sdpa s':>10} {'GB':>5} | {'(a2) sdpa s':>11} {'GB':>5} | {'(b) stats s':>11} {'GB':>5} | "
+           f"{'(c) TL s':>9} {'GB':>5} | {'b/a time':>8} {'b/a mem':>7} | {'b/a2 time':>9} {'b/a2 mem':>8} | "
+           f"{'c/b time':>8} {'c/b mem':>7}")
     print(hdr)
     print("-" * len(hdr))
     rows = {}
     for n in args.n:
-        modes = [m for m in ("sdpa", "stats", "tl") if not (m == "tl" and args.no_tl)]
-        r = {m: _run_mode(m, n, args.reps, args.device, args.dtype) for m in modes}
+        modes = ["sdpa", "sdpa_bridge", "stats"] + ([] if args.no_tl else ["tl"])
+        runs = {m: [] for m in modes}
+        for _ in range(max(1, args.rounds)):  # interleaved: drift between processes hits every mode alike
+            for m in modes:
+                runs[m].append(_run_mode(m, n, args.reps, args.device, args.dtype))
+        r = {m: _merge(v) for m, v in runs.items()}
         r.setdefault("tl", {"skipped": True})
         if args.rows:
             rows[n] = _run_mode("rows", n, args.reps, args.device, args.dtype)
@@ -151,6 +172,14 @@ def _table(args) -> None:
     for n, r in rows.items():
         print(f"attention_rows n={n}: {_fmt(r, 'median_s', 6)} s, peak {_fmt(r, 'peak_rss_gb', 5)} GB "
               "(4 heads x 4 queries, forward stops after layer 29)")
+
+
+def _merge(results: list) -> dict | None:
+    """One mode's runs over all rounds: median time over every repetition, median peak over processes."""
+    if any(r is None or "error" in r or "skipped" in r for r in results):
+        return results[0]
+    return {"median_s": statistics.median(t for r in results for t in r["times"]),
+            "peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in results)}
 
 
 def _fmt(r, key, w):
@@ -170,9 +199,11 @@ def _ratio(x, y, key):
 
 
 def _row(n, r):
-    a, b, c = r["sdpa"], r["stats"], r["tl"]
-    return (f"{n:>6} | {_fmt(a, 'median_s', 10)} {_fmt(a, 'peak_rss_gb', 5)} | {_fmt(b, 'median_s', 11)} {_fmt(b, 'peak_rss_gb', 5)} | "
-            f"{_fmt(c, 'median_s', 9)} {_fmt(c, 'peak_rss_gb', 5)} | {_ratio(b, a, 'median_s'):>8} {_ratio(b, a, 'peak_rss_gb'):>7} | "
+    a, a2, b, c = r["sdpa"], r["sdpa_bridge"], r["stats"], r["tl"]
+    return (f"{n:>6} | {_fmt(a, 'median_s', 10)} {_fmt(a, 'peak_rss_gb', 5)} | {_fmt(a2, 'median_s', 11)} "
+            f"{_fmt(a2, 'peak_rss_gb', 5)} | {_fmt(b, 'median_s', 11)} {_fmt(b, 'peak_rss_gb', 5)} | "
+            f"{_fmt(c, 'median_s', 9)} {_fmt(c, 'peak_rss_gb', 5)} | {_ratio(b, a, 'median_s'):>8} "
+            f"{_ratio(b, a, 'peak_rss_gb'):>7} | {_ratio(b, a2, 'median_s'):>9} {_ratio(b, a2, 'peak_rss_gb'):>8} | "
             f"{_ratio(c, b, 'median_s'):>8} {_ratio(c, b, 'peak_rss_gb'):>7}")
 
 

@@ -138,23 +138,33 @@ def check_supported(hf) -> None:
 
 
 @contextlib.contextmanager
-def activate(model, recorder: Recorder) -> Iterator[torch.nn.Module]:
-    """Yield the plain HF model, wired to the fused kernel, for as long as the block runs."""
+def hf_with_attention(model, implementation: str) -> Iterator[torch.nn.Module]:
+    """Yield the plain HF model of ``model`` (bridge components swapped back to their HF originals) running
+    ``implementation`` (a name in transformers' attention registry, e.g. ``"sdpa"``) while the block runs."""
     hf = hf_model_of(model)
-    check_supported(hf)
-    _register()
     configs = {id(c): c for c in [hf.config, *(getattr(hf.config, a, None) for a in ("text_config",))] if c is not None}
     old = {k: c._attn_implementation for k, c in configs.items()}
     swaps: list = []
-    token = _ACTIVE.set(recorder)
     try:
         _unwrap_bridge(hf, swaps)
         for c in configs.values():
-            c._attn_implementation = IMPL_NAME
+            c._attn_implementation = implementation
         yield hf
     finally:
-        _ACTIVE.reset(token)
         for k, c in configs.items():
             c._attn_implementation = old[k]
         for parent, name, child in reversed(swaps):
             parent._modules[name] = child
+
+
+@contextlib.contextmanager
+def activate(model, recorder: Recorder) -> Iterator[torch.nn.Module]:
+    """Yield the plain HF model, wired to the fused kernel, for as long as the block runs."""
+    check_supported(hf_model_of(model))
+    _register()
+    token = _ACTIVE.set(recorder)
+    try:
+        with hf_with_attention(model, IMPL_NAME) as hf:
+            yield hf
+    finally:
+        _ACTIVE.reset(token)
