@@ -41,35 +41,6 @@ def _share_malloc_arena() -> None:
         pass
 
 
-_TRIM_BYTES = 8 * 2**20
-
-
-def release_freed_memory(scratch_bytes: int) -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``) after a call whose workers used
-    ``scratch_bytes`` of score buffers, when that is large enough to matter. The workers' buffers, freed into
-    the shared arena between the main thread's activations, left holes that glibc keeps resident: over the 30
-    layers of SmolLM2 at n = 8192 peak RSS grew 0.65 GB more than an SDPA forward's (1.36 vs 0.70 GB by
-    layer 27); trimmed after each call it grows less (0.65 GB). No-op off glibc or with
-    ``INTERP_KEEP_MALLOC_ARENAS``."""
-    if scratch_bytes < _TRIM_BYTES or _LIBC is None:
-        return
-    _LIBC.malloc_trim(0)
-
-
-def _libc():
-    if not sys.platform.startswith("linux") or os.environ.get("INTERP_KEEP_MALLOC_ARENAS"):
-        return None
-    try:
-        lib = ctypes.CDLL("libc.so.6")
-        lib.malloc_trim  # noqa: B018 - glibc only
-        return lib
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _libc()
-
-
 def _pool(n: int) -> ThreadPoolExecutor:
     global _POOL, _SIZE
     with _LOCK:

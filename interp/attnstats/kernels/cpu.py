@@ -32,11 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import threading
+
 import torch
 
 from ._cext import rows_lib
 from ._common import KernelStats, Problem, compute_dtype, query_valid
-from ._threads import chunked, release_freed_memory, run_chunks
+from ._threads import chunked, run_chunks
 from .edits import ACT_EMPTY
 
 NEG = -1.0e30
@@ -110,7 +112,6 @@ def attn_stats_cpu(
         blocks = [(i0, min(Q, i0 + ctx.bq)) for i0 in range(0, Q, ctx.bq)]
         chunks = chunked(blocks, CHUNKS_PER_THREAD * torch.get_num_threads())
         partial = run_chunks(lambda c: _run_chunk(ctx, c), chunks)
-        release_freed_memory(len(chunks) * B * KV * G * ctx.bq * K * ctx.qg.element_size())
         kmass = None
         if key_mass:
             kmass = torch.zeros(B * KV * G, K, dtype=ctx.cd, device=q.device)
@@ -204,12 +205,30 @@ def _run_chunk(ctx: _Ctx, blocks) -> Optional[torch.Tensor]:
     prob = ctx.prob
     BK, R_max = prob.batch * prob.n_kv, prob.group * ctx.bq
     kend_max = max(_kend(ctx, i1) for _, i1 in blocks)
-    buf = torch.empty(BK * R_max * kend_max, dtype=ctx.cd, device=ctx.qg.device)
+    buf = _scratch(BK * R_max * kend_max, ctx.cd, ctx.qg.device)
     ebuf = torch.empty_like(buf) if ctx.k_col is None else None
     kacc = torch.zeros(BK * prob.group, kend_max, dtype=ctx.cd, device=ctx.qg.device) if ctx.key_mass else None
     for i0, i1 in blocks:
         _block(ctx, i0, i1, buf, ebuf, kacc)
     return kacc
+
+
+_LOCAL = threading.local()
+_KEEP_BYTES = 64 * 2**20
+
+
+def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """This thread's score buffer, kept between calls (grown, never shrunk). Allocating and freeing it per
+    call, between the main thread's activations, fragmented glibc's heap: over SmolLM2's 30 layers at
+    n = 8192 peak RSS grew 0.65 GB more than an SDPA forward's. One buffer per worker thread (two by
+    default) is held instead: 19 MB each at n = 8192 for SmolLM2; buffers above ``_KEEP_BYTES`` are not kept."""
+    if device.type != "cpu" or numel * dtype.itemsize > _KEEP_BYTES:
+        return torch.empty(numel, dtype=dtype, device=device)
+    cur = getattr(_LOCAL, "buf", None)
+    if cur is None or cur.dtype != dtype or cur.numel() < numel:
+        _LOCAL.buf = cur = None  # free the old one first
+        _LOCAL.buf = cur = torch.empty(numel, dtype=dtype)
+    return cur[:numel]
 
 
 def _kend(ctx: _Ctx, i1: int) -> int:
