@@ -21,6 +21,7 @@ from typing import Optional
 
 _SRC = Path(__file__).with_name("_rows.c")
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-std=gnu11"]
+_PORTABLE = [f for f in _FLAGS if f != "-march=native"]  # for compilers without -march=native (some Arm clangs)
 _LOCK = threading.Lock()
 _LIB: Optional[ctypes.CDLL] = None
 _TRIED = False
@@ -52,7 +53,14 @@ def _compiler() -> Optional[str]:
 
 
 def _build(cc: str) -> Path:
-    key = hashlib.sha256(b"\0".join([_SRC.read_bytes(), " ".join(_FLAGS).encode(), cc.encode(), _cpu_tag().encode()]))
+    try:
+        return _build_with(cc, _FLAGS)
+    except subprocess.CalledProcessError:
+        return _build_with(cc, _PORTABLE)
+
+
+def _build_with(cc: str, flags: list[str]) -> Path:
+    key = hashlib.sha256(b"\0".join([_SRC.read_bytes(), " ".join(flags).encode(), cc.encode(), _cpu_tag().encode()]))
     out = _cache_dir() / f"interp_rows_{key.hexdigest()[:16]}.so"
     if out.exists():
         return out
@@ -60,7 +68,7 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
-        subprocess.run([cc, *_FLAGS, str(_SRC), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
+        subprocess.run([cc, *flags, str(_SRC), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -86,7 +94,9 @@ def rows_lib() -> Optional[ctypes.CDLL]:
                 fn.argtypes, fn.restype = _ARGTYPES, None
                 _LIB = lib
             except (OSError, subprocess.SubprocessError) as exc:
-                _ERROR = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                detail = getattr(exc, "stderr", None)  # a compile error: the compiler's first line says why
+                text = (detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail or exc)).strip()
+                _ERROR = text.splitlines()[0] if text else type(exc).__name__
             _TRIED = True
     return _LIB
 
