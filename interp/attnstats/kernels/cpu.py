@@ -12,11 +12,12 @@ the empty-row values.
 
 Two row passes turn a block's scores into statistics:
 
-- the fused C pass (``_rows.c``, built on first use by :mod:`._cext`; fp32 on the CPU without softcap or
-  probability edits, the common case). Each score row is read into cache once while max, argmax,
-  ``e = exp(s - max)``, ``Σ e``, ``Σ e·(s - max)`` (so entropy = ``log Σe - Σ e·(s-max) / Σe``), the segment
-  masses and the key-mass accumulation are computed; the one product ``e @ V`` is then exactly d_head wide.
-  Per layer this costs 1.07-1.20× SDPA (the PyTorch pass: 1.9-2.5×; ``benchmarks/attn_kernel.py``).
+- the fused C pass (``_rows.c``, built by :mod:`._cext`; fp32 on the CPU without edits of the probabilities
+  themselves, the common case; softcaps and segment-scale logit biases included). Each score row is read into
+  cache once while max, argmax, ``e = exp(s - max)``, ``Σ e``, ``Σ e·(s - max)`` (so entropy =
+  ``log Σe - Σ e·(s-max) / Σe``), the segment masses and the key-mass accumulation are computed; the one
+  product ``e @ V`` is then exactly d_head wide. Per layer this costs 1.06-1.39× SDPA at n = 512…8192 (the
+  PyTorch pass: 2.0-2.8×; ``benchmarks/attn_kernel.py``, table in benchmarks/RESULTS.md).
 - the PyTorch pass, which is the fallback (no compiler, ``INTERP_NO_CEXT=1``) and handles everything else.
   One widened product ``e @ [V | K | segments | 1]`` gives the output, ``Σ e·k`` (so ``Σ p·s = q·(P K)`` and
   entropy = ``log l + shift - Σ p·s`` without a pass over ``p·s``), the segment masses and the softmax
@@ -165,15 +166,17 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
         lb = torch.einsum("bsk,bhs->bhk", segments.to(torch.float64), lg).to(cd).view(B, KV, G, 1, K)
         logg = lg.to(cd).view(BK, G, 1, S)
     qv = query_valid(key_valid, Q, K)
-    qvw = None
+    qvw = qw2 = None  # key-mass weight of each query: per row group for the PyTorch pass, [B, Q] for the C pass
     if key_mass and qv is not None and not bool(qv.all()):
-        qvw = qv.to(cd).view(B, 1, 1, Q).expand(B, KV, G, Q).reshape(BK * G, 1, Q)
+        if clib is None:
+            qvw = qv.to(cd).view(B, 1, 1, Q).expand(B, KV, G, Q).reshape(BK * G, 1, Q)
+        else:
+            qw2 = qv.to(cd).view(B, Q).contiguous()
     bias2, bias_div = None, KV * G  # for the C pass: one bias row per batch row, or per (batch, head) with lb
-    if lb is not None:
+    if clib is not None and lb is not None:
         bias2, bias_div = (lb if kvb is None else lb + kvb).reshape(B * KV * G, K).contiguous(), 1
-    elif kvb is not None:
+    elif clib is not None and kvb is not None:
         bias2 = kvb.view(B, K).contiguous()
-    qw2 = None if qvw is None else qv.to(cd).view(B, Q).contiguous()
     bq = min(_block_size(prob, block_q), Q)
     return _Ctx(
         prob=prob, causal=causal, cd=cd, bq=bq, qg=qf.view(B, KV, G, Q, D),
@@ -206,7 +209,7 @@ def _run_chunk(ctx: _Ctx, blocks) -> Optional[torch.Tensor]:
     BK, R_max = prob.batch * prob.n_kv, prob.group * ctx.bq
     kend_max = max(_kend(ctx, i1) for _, i1 in blocks)
     buf = _scratch(BK * R_max * kend_max, ctx.cd, ctx.qg.device)
-    ebuf = torch.empty_like(buf) if ctx.k_col is None else None
+    ebuf = torch.empty_like(buf) if ctx.k_col is None and ctx.clib is None else None  # PyTorch pass: softcap, edits
     kacc = torch.zeros(BK * prob.group, kend_max, dtype=ctx.cd, device=ctx.qg.device) if ctx.key_mass else None
     for i0, i1 in blocks:
         _block(ctx, i0, i1, buf, ebuf, kacc)
