@@ -102,6 +102,23 @@ def cuda_table(sizes, dtypes=("float16", "bfloat16"), reps: int = 10) -> None:
                   f"{t_tri / t_sdpa:>11.2f} | {t_nokm / t_sdpa:>6.2f}", flush=True)
 
 
+def _check(args) -> list[int]:
+    """The sizes; bad arguments end in one line and exit code 2."""
+    def fail(msg: str):
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2)
+
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        fail(f"--sizes takes comma-separated integers such as 512,2048; got {args.sizes!r}")
+    if min(sizes) < 1:
+        fail(f"--sizes must all be at least 1, got {args.sizes}")
+    if args.reps < 1 or (args.threads is not None and args.threads < 1):
+        fail(f"--reps and --threads must be at least 1, got {args.reps} and {args.threads}")
+    return sizes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="512,1024,2048,4096,8192")
@@ -111,9 +128,9 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float16,bfloat16", help="CUDA dtypes")
     ap.add_argument("--contention", action="store_true", help="a busy process pinned to core 0 while timing")
     args = ap.parse_args()
+    sizes = _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = [int(s) for s in args.sizes.split(",")]
     with busy_core(args.contention):
         if args.device == "cuda":
             cuda_table(sizes, args.dtypes.split(","), reps=max(args.reps, 10))
@@ -124,4 +141,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted (rows printed above are complete)", file=sys.stderr)
+        raise SystemExit(130) from None

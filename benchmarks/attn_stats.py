@@ -140,10 +140,34 @@ def main() -> None:
     if args.worker:
         print(json.dumps(_worker(args.worker, args.n[0], args.reps, args.device, args.dtype)))
         return
+    _check(args)
     from _contention import busy_core
 
-    with busy_core(args.contention):
-        _table(args)
+    try:
+        with busy_core(args.contention):
+            _table(args)
+    except KeyboardInterrupt:
+        print("interrupted (rows printed above are complete)", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _check(args) -> None:
+    """Bad arguments end in one line and exit code 2, before any model loads."""
+    from interp.errors import InterpError
+    from interp.models.spec import resolve_model
+
+    try:
+        for name in ("reps", "rounds"):
+            if getattr(args, name) < 1:
+                raise InterpError(f"--{name} must be at least 1, got {getattr(args, name)}")
+        spec = resolve_model("smollm2-135m")
+        for n in args.n:
+            if n < 1:
+                raise InterpError(f"--n must be at least 1, got {n}")
+            spec.require_fits(n, f"--n {n}")
+    except InterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _table(args) -> None:
@@ -161,7 +185,7 @@ def _table(args) -> None:
     for n in args.n:
         modes = ["sdpa", "sdpa_bridge", "stats"] + ([] if args.no_tl else ["tl"])
         runs = {m: [] for m in modes}
-        for _ in range(max(1, args.rounds)):  # interleaved: drift between processes hits every mode alike
+        for _ in range(args.rounds):  # interleaved: drift between processes hits every mode alike
             for m in modes:
                 runs[m].append(_run_mode(m, n, args.reps, args.device, args.dtype))
         r = {m: _merge(v) for m, v in runs.items()}

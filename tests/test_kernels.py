@@ -490,3 +490,23 @@ def test_triton_small_tiles_walk_many_blocks(monkeypatch):
         got = attn_stats_kernel(q, k, v, backend="triton", **kw)
         _compare(ref, got)
         _argmax_ok(q, k, v, kw, ref, got)
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("attn_kernel.py", ["--sizes", "512,abc"], "--sizes takes comma-separated integers"),
+    ("attn_kernel.py", ["--sizes", "0"], "--sizes must all be at least 1"),
+    ("attn_kernel.py", ["--reps", "0"], "--reps and --threads must be at least 1"),
+    ("attn_stats.py", ["--rounds", "0"], "--rounds must be at least 1, got 0"),
+    ("attn_stats.py", ["--n", "0"], "--n must be at least 1, got 0"),
+    ("attn_stats.py", ["--n", "99999"], "context of 8192; use a smaller size"),
+])
+def test_kernel_benchmarks_reject_bad_arguments_in_one_line(script, args, message):
+    """The fused-path benchmarks end bad arguments in one line and exit code 2, before any model or timing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    out = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120)
+    err = out.stderr.strip()
+    assert out.returncode == 2 and message in err and len(err.splitlines()) == 1, err
