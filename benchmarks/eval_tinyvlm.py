@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")
     import interp
     from interp.analyze import vision as V
-    from interp.intervene.vision import evaluate
+    from interp.analyze.vision_interventions import evaluate
 
     t0 = time.perf_counter()
     m = interp.load_model("tinyvlm")

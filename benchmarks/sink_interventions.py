@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from interp.intervene.sinks import evaluate_sink_interventions
+from interp.analyze.sink_interventions import evaluate_sink_interventions
 from interp.io import write_json, write_parquet
 from interp.models import load_model
 

@@ -31,7 +31,7 @@ def spec_text(model: str, prompts: int, layers: list[int], n_heads: int, seed: i
 
 
 def one_run(spec, backend: str, workers: int, threads: int, out: Path) -> dict:
-    from interp.jobs.sweep import run_sweep
+    from interp.sweep.run import run_sweep
 
     t0 = time.perf_counter()
     paths = run_sweep(spec, out, backend=backend, workers=workers, threads=threads, progress=False)

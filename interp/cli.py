@@ -210,7 +210,7 @@ def sweep(spec: Path = typer.Argument(..., help="the sweep spec (TOML): models, 
         from interp.runtime import check_device
 
         check_device(device)
-    from interp.jobs.sweep import run_sweep
+    from interp.sweep.run import run_sweep
 
     paths = run_sweep(s, out, model_specs=models, backend=backend, address=address, resume=resume, workers=workers,
                       threads=n_threads, device=device, progress=not quiet)

@@ -8,7 +8,8 @@ from interp.edits import MixUniform, ScaleHeadOutput, ScaleSegment
 from interp.errors import InputError
 from interp.hooks import CaptureSpec
 from interp.intervene.run import Plan
-from interp.sweep.heads import _chunks, _loop_reference, sweep_edits
+from interp.intervene.heads import _chunks, _loop_reference, sweep_edits
+from interp.intervene.means import mean_ablate
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -94,7 +95,7 @@ def test_mean_and_resample_ablation(llama3):
         _, cap = llama3.run_with_cache(ref)
     expect = cap["blocks.2.attn.hook_z"][:, :, 4].mean((0, 1))
     assert torch.allclose(means["z", 2][4], expect, atol=1e-6)
-    m1 = MeanAblate.from_reference(llama3, ref, HeadId(2, 4))
+    m1 = mean_ablate(llama3, ref, HeadId(2, 4))
     assert "ActivationMeans" in repr(m1) and len(repr(m1)) < 120  # prints a summary, not values
     assert torch.allclose(interp.run(llama3, x, [m1]), interp.run(llama3, x, [MeanAblate(HeadId(2, 4), mean=means)]))
     _, src = interp.run(llama3, ref, capture=CaptureSpec(sites=("z",)))

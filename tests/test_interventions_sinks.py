@@ -4,7 +4,7 @@ import torch
 from interp.attnstats import attention_stats
 from interp.edits import ScaleSegment
 from interp.errors import InputError
-from interp.intervene.sinks import InitialTokenScale, MCEvaluator, SinkCalibrate, sink_heads
+from interp.analyze.sink_interventions import InitialTokenScale, MCEvaluator, SinkCalibrate, sink_heads
 from interp.tasks.mc import TASKS, generate, load_mc, option_token_ids
 from interp.types import HeadId
 

@@ -129,7 +129,7 @@ def test_unit_rows_are_the_library_functions_results(tiny_llama):
     """An intervention unit is sweep_heads with the task's metric; the clean value rides along."""
     from interp.intervene.means import mean_activations
     from interp.intervene.values import MeanAblate
-    from interp.sweep.heads import sweep_heads
+    from interp.intervene.heads import sweep_heads
     from interp.sweep.units import build_task, execute, metric_fn
     from interp.types import HeadId
 

@@ -131,7 +131,7 @@ def test_vhd_of_a_head_blind_to_the_image_is_zero(llava, items):
 
 
 def test_vhr_selection_oracle():
-    from interp.intervene.vision import select_vhr
+    from interp.analyze.vision_interventions import select_vhr
 
     assert select_vhr(np.zeros(6)) == []
     assert select_vhr(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 5.0])) == [3, 4]  # 5.0 is a surge above mean + std
@@ -140,7 +140,7 @@ def test_vhr_selection_oracle():
 # ----------------------------------------------------------------------------------------- VHR / VAR
 def test_identity_settings_are_bit_for_bit(llava, items):
     from interp.analyze.vision import sink_dims
-    from interp.intervene.vision import VAR, VHR, run_item, var_segments
+    from interp.analyze.vision_interventions import VAR, VHR, run_item, var_segments
 
     for it in (items[0][0], items[1][0]):
         n = 1 if it.kind != "caption" else 4
@@ -157,7 +157,7 @@ def test_identity_settings_are_bit_for_bit(llava, items):
 def test_var_redistribution_matches_the_oracle(llava, items):
     """§4 oracle: sinks keep p of their mass, non-sink image tokens gain (1-p)·s, every other key is unchanged."""
     from interp.analyze.vision import sink_dims
-    from interp.intervene.vision import StepRunner, var_edits, var_segments
+    from interp.analyze.vision_interventions import StepRunner, var_edits, var_segments
 
     it = items[0][1]
     seg = var_segments(llava, it, sink_dims(llava), tau=2.0)
@@ -270,7 +270,7 @@ def test_attention_stats_takes_a_plain_llava_with_text(llava):
 
 def test_inline_decisions_equal_the_trial_pass_reference(llava, items):
     from interp.analyze.vision import sink_dims
-    from interp.intervene.vision import VAR, VHR, RandomHeads, run_item, var_segments
+    from interp.analyze.vision_interventions import VAR, VHR, RandomHeads, run_item, var_segments
 
     it = items[1][0]
     seg = var_segments(llava, it, sink_dims(llava), tau=2.0)

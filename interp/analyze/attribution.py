@@ -32,7 +32,7 @@ from interp.errors import InputError, UnsupportedModelError
 from interp.intervene.hf import find_stack, plain
 from interp.intervene.run import check_batches_align
 from interp.schema import make_frame
-from interp.sweep.heads import scalar
+from interp.intervene.heads import scalar
 
 IMPL = "interp_atp"
 _STATE: contextvars.ContextVar["_Rec | None"] = contextvars.ContextVar("interp_atp", default=None)

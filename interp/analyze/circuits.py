@@ -53,8 +53,8 @@ from interp.hooks import CaptureSpec
 from interp.intervene.run import Plan, check_batches_align, run
 from interp.intervene.values import MeanAblate, Patch
 from interp.schema import make_frame
-from interp.sweep.heads import execute_from, record_prefix, scalar, sweep_edits
-from interp.sweep.store import cached
+from interp.intervene.heads import execute_from, record_prefix, scalar, sweep_edits
+from interp.store import cached
 from interp.tasks.ioi import LogitDiff
 from interp.types import HeadId
 

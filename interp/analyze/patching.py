@@ -1,4 +1,4 @@
-"""Activation patching and path patching (methods.md §12, §8), batched through :mod:`interp.sweep.heads`.
+"""Activation patching and path patching (methods.md §12, §8), batched through :mod:`interp.intervene.heads`.
 
 ``activation_patching`` follows TransformerLens's ``patching.get_act_patch_*``: clean activations are patched
 into the corrupted run one location at a time, and the result is the normalized effect
@@ -23,7 +23,7 @@ from interp.hooks import CaptureSpec
 from interp.intervene.run import check_batches_align, run
 from interp.intervene.values import Patch
 from interp.schema import make_frame
-from interp.sweep.heads import scalar, sweep_edits
+from interp.intervene.heads import scalar, sweep_edits
 from interp.types import HeadId, KVGroup
 from interp.types import site as site_spec
 

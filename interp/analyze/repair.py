@@ -22,7 +22,7 @@ from interp.hooks import CaptureSpec
 from interp.intervene.run import run
 from interp.intervene.values import SetPattern
 from interp.schema import make_frame
-from interp.sweep.store import cached
+from interp.store import cached
 from interp.types import HeadId
 
 

@@ -26,7 +26,7 @@ from interp.edits import RetrievalMask
 from interp.errors import InputError
 from interp.models import model_name
 from interp.schema import make_frame
-from interp.sweep import ResumableTable
+from interp.store import ResumableTable
 from interp.tasks.niah import Needle, build_prompt
 from interp.tasks.sources import NiahConfig  # noqa: F401  (part of this module's API)
 from interp.types import HeadId

@@ -1,29 +1,10 @@
-"""Mean activations over a reference set, computed once and shared by many ``MeanAblate`` values."""
+"""Mean activations over a reference set, computed once and shared by many ``MeanAblate`` values. Computing them
+runs the model, so this sits above the runner (:mod:`.run`); the value types (``ActivationMeans``, ``MeanAblate``)
+stay at the bottom in :mod:`.values`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
 from interp.errors import InputError
-
-
-@dataclass(eq=False)
-class ActivationMeans:
-    """``means[site, layer]``: the site's mean without the batch axis; ``[pos, …]`` when ``per_position``,
-    else ``[…]`` (averaged over real tokens too)."""
-
-    model: str
-    tensors: dict[tuple[str, int], torch.Tensor]
-    per_position: bool
-
-    def __getitem__(self, key: tuple[str, int]) -> torch.Tensor:
-        if key not in self.tensors:
-            raise InputError(f"mean of {key[0]!r} at layer {key[1]} was not computed; pass it in sites=/layers= of mean_activations")
-        return self.tensors[key]
-
-    def __repr__(self) -> str:
-        return f"ActivationMeans({self.model}, {len(self.tensors)} sites, per_position={self.per_position})"
+from interp.intervene.values import ActivationMeans, MeanAblate, _Located
 
 
 def mean_activations(model, reference, sites=("z",), layers=None, *, per_position: bool = False,
@@ -53,4 +34,12 @@ def mean_activations(model, reference, sites=("z",), layers=None, *, per_positio
     return ActivationMeans(model_name(model), {k: (v / n).float() for k, v in sums.items()}, per_position)
 
 
-__all__ = ["ActivationMeans", "mean_activations"]
+def mean_ablate(model, reference, site_or_head, layer=None, head=None, positions=None, *,
+                per_position: bool = False) -> MeanAblate:
+    """A ``MeanAblate`` whose mean over ``reference`` prompts is computed once and kept in the value."""
+    probe = _Located(site_or_head, layer, head)
+    means = mean_activations(model, reference, sites=(probe.site,), layers=(probe.layer,), per_position=per_position)
+    return MeanAblate(probe.site, probe.layer, probe.head, positions, mean=means)
+
+
+__all__ = ["ActivationMeans", "mean_activations", "mean_ablate"]

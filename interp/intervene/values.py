@@ -82,6 +82,24 @@ class _Located(_Value):
         object.__setattr__(self, "positions", _positions(self.positions))
 
 
+@dataclass(eq=False)
+class ActivationMeans:
+    """``means[site, layer]``: the site's mean without the batch axis; ``[pos, …]`` when ``per_position``,
+    else ``[…]`` (averaged over real tokens too)."""
+
+    model: str
+    tensors: dict[tuple[str, int], torch.Tensor]
+    per_position: bool
+
+    def __getitem__(self, key: tuple[str, int]) -> torch.Tensor:
+        if key not in self.tensors:
+            raise InputError(f"mean of {key[0]!r} at layer {key[1]} was not computed; pass it in sites=/layers= of mean_activations")
+        return self.tensors[key]
+
+    def __repr__(self) -> str:
+        return f"ActivationMeans({self.model}, {len(self.tensors)} sites, per_position={self.per_position})"
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class ZeroAblate(_Located):
     """Set the site (one head of it, or everything) to 0."""
@@ -90,7 +108,8 @@ class ZeroAblate(_Located):
 @dataclass(frozen=True, eq=False, repr=False)
 class MeanAblate(_Located):
     """Set the site to its mean over a reference set. ``mean`` is an :class:`ActivationMeans` (from
-    :func:`interp.intervene.mean_activations`) or a tensor shaped like the site without its batch axis
+    :func:`interp.intervene.mean_activations`, or all at once with
+    :func:`interp.intervene.mean_ablate`) or a tensor shaped like the site without its batch axis
     (``[pos, …]``) or without batch and pos (``[…]``, the same at every position)."""
 
     mean: Any = None
@@ -99,16 +118,6 @@ class MeanAblate(_Located):
         super().__post_init__()
         if self.mean is None:
             raise InputError("MeanAblate needs mean=...; compute it once with interp.mean_activations(model, reference_prompts)")
-
-    @classmethod
-    def from_reference(cls, model, reference, site_or_head, layer=None, head=None, positions=None, *,
-                       per_position: bool = False) -> "MeanAblate":
-        """Compute the mean over ``reference`` prompts once and keep it in the value."""
-        from interp.intervene.means import mean_activations
-
-        probe = _Located(site_or_head, layer, head)
-        means = mean_activations(model, reference, sites=(probe.site,), layers=(probe.layer,), per_position=per_position)
-        return cls(probe.site, probe.layer, probe.head, positions, mean=means)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -220,4 +229,4 @@ class SetPattern(_Value):
 
 ActivationEdit = Union[ZeroAblate, MeanAblate, ResampleAblate, Patch, AddToHead, AddVector, SetPattern]
 
-__all__ = ["ZeroAblate", "MeanAblate", "ResampleAblate", "Patch", "AddToHead", "AddVector", "SetPattern", "ActivationEdit"]
+__all__ = ["ActivationMeans", "ZeroAblate", "MeanAblate", "ResampleAblate", "Patch", "AddToHead", "AddVector", "SetPattern", "ActivationEdit"]

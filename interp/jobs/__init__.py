@@ -8,7 +8,7 @@ from __future__ import annotations
 from interp._lazy import lazy_getattr
 
 _LAZY = {"run_atlas": ".atlas", "run_sinks": ".sinks", "run_entropy": ".sinks", "run_retrieval": ".retrieval",
-         "run_capture": ".capture", "run_vision": ".vision", "run_sweep": ".sweep", "AtlasConfig": ".config", "SinksConfig": ".config",
+         "run_capture": ".capture", "run_vision": ".vision", "AtlasConfig": ".config", "SinksConfig": ".config",
          "EntropyConfig": ".config", "RetrievalConfig": ".config", "CaptureConfig": ".config", "VisionConfig": ".config",
          "claim": ".outdir"}
 

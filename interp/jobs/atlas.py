@@ -12,6 +12,7 @@ import pandas as pd
 
 from interp.analyze.attention import summary_frame
 from interp.analyze.detectors import PATTERNS, detector_scores
+from interp.analyze.metrics import ATLAS_METRICS
 from interp.io import write_parquet
 from interp.jobs.config import AtlasConfig, resolved
 from interp.jobs.outdir import claim
@@ -22,8 +23,7 @@ from interp.attnstats import attention_stats
 from interp.inputs import start_token_id
 from interp.tasks.texts import repeated_random_tokens, shipped_prose, text_tokens
 
-METRICS = ("previous_token", "duplicate_token", "induction", "entropy", "normalized_entropy", "first_token_mass",
-           "sink_rate", "hidden_sink_count")
+METRICS = ATLAS_METRICS  # declared in interp.analyze.metrics
 
 
 def _retrieval(model, config: AtlasConfig) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from interp.jobs.config import resolved
 from interp.jobs.outdir import claim
 from interp.jobs.runinfo import write_run
 from interp.models import model_name, model_source
-from interp.sweep.store import cached
+from interp.store import cached
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -37,7 +37,7 @@ def run_circuits(model, out: str | Path, config: CircuitsConfig, *, progress: bo
     from interp.analyze.circuits import discover_circuit, faithfulness, make_task
     from interp.plot.circuits import circuit_graph
     from interp.plot.export import write_report
-    from interp.sweep import ResumableTable
+    from interp.store import ResumableTable
 
     od = claim(out, "circuits", resolved(model_name(model), model_source(model), config))
     t0 = time.perf_counter()
@@ -125,7 +125,7 @@ def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool =
     from interp.analyze.circuits import CircuitParams, discover_circuit, ioi_task
     from interp.analyze.repair import repair_experiment, repair_heads, repair_summary
     from interp.plot.export import write_report
-    from interp.sweep import ResumableTable
+    from interp.store import ResumableTable
     from interp.tasks.colored_objects import colored_objects
 
     od = claim(out, "repair", resolved(model_name(model), model_source(model), config))

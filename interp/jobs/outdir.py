@@ -37,7 +37,7 @@ class OutDir:
 
     @property
     def parts_dir(self) -> Path:
-        """Where this config's resumable parts go (``interp.sweep.ResumableTable``)."""
+        """Where this config's resumable parts go (``interp.store.ResumableTable``)."""
         return self.path / PARTS / self.key
 
 

@@ -23,7 +23,7 @@ from interp.jobs.runinfo import write_run
 from interp.models import model_name, model_source
 from interp.plot import Grid, head_heatmap, write_report
 from interp.plot.niah import answer_rows_figure, masking_curve, niah_grid, ranked_table
-from interp.sweep import ResumableTable
+from interp.store import ResumableTable
 from interp.tasks.sources import load_needles, read_text_file
 
 

@@ -39,7 +39,7 @@ def usable_kinds(model) -> tuple[str, ...]:
 
 def run_vision(model, out: str | Path, config: VisionConfig = VisionConfig(), *, progress: bool = True) -> dict[str, Path]:
     from interp.images import vlm_config
-    from interp.intervene import vision as IV
+    from interp.analyze import vision_interventions as IV
 
     vlm_config(model)  # a text-only model fails here with one line
     od = claim(out, "vision", resolved(model_name(model), model_source(model), config))

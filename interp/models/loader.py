@@ -15,6 +15,7 @@ import torch
 from interp.errors import InputError
 from interp.models import bundled
 from interp.models.spec import BUNDLED, ModelSpec, resolve_model
+from interp.models.quiet import quiet_transformers
 from interp.models.tiny import TINY_ARCHS, build_tiny
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -94,28 +95,11 @@ def _auto_class(config):
 def _from_dir(path, dtype: torch.dtype, **kw: Any):
     from transformers import AutoConfig, AutoTokenizer
 
-    with _quiet_transformers():
+    with quiet_transformers():
         config = AutoConfig.from_pretrained(path, **kw)
         model = _auto_class(config).from_pretrained(path, config=config, dtype=dtype, **kw)
         tok = AutoTokenizer.from_pretrained(path, **kw)
     return model.eval(), tok
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """No per-load progress bars or warnings (MiniLM's untrained MLM head warns on every load); the
-    caller's transformers logging settings are restored afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _from_hub(name: str, dtype: torch.dtype):

@@ -58,11 +58,11 @@ def build_tinyvlm(weights: str | Path | None = WEIGHTS_DIR, *, dtype: torch.dtyp
     ``weights=None`` leaves the vision side at its seeded random init (training starts from there)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration
 
-    from interp.models.loader import _quiet_transformers
     from interp.models.bundled import smollm2_dir
+    from interp.models.quiet import quiet_transformers
 
     lm_dir = smollm2_dir()
-    with _quiet_transformers():
+    with quiet_transformers():
         tok = AutoTokenizer.from_pretrained(lm_dir)
         lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
     cfg = llava_config(AutoConfig.from_pretrained(lm_dir), tok, _vision_overrides(weights))

@@ -120,15 +120,9 @@ def _plain(v):
 
 def job_metrics(name: str) -> tuple[str, ...] | None:
     """Metric names a job analysis writes, where the job declares them (for checking `metrics = [...]`)."""
-    if name == "atlas":
-        from interp.jobs.atlas import METRICS as ATLAS
+    from interp.analyze.metrics import JOB_METRICS
 
-        return (*ATLAS, "alpha_first", "retrieval_score")
-    if name == "entropy":
-        return ("entropy", "normalized_entropy", "collapsed", "overloaded")
-    if name == "retrieval":
-        return ("retrieval_score", "copy_paste")
-    return None
+    return JOB_METRICS.get(name)
 
 
 class SpecError(InputError):

@@ -1,6 +1,6 @@
 """Running one sweep unit on a loaded model: the same library functions and jobs as the CLI verbs.
 
-- **Interventions** run through :func:`interp.sweep.heads.sweep_heads` (batched: many heads per forward), one
+- **Interventions** run through :func:`interp.intervene.heads.sweep_heads` (batched: many heads per forward), one
   call per metric; the unedited value is stored beside them (layer and head −1, condition ``clean``).
 - **Patching / AtP** call :func:`interp.analyze.patching.activation_patching` and
   :func:`interp.analyze.attribution.attribution_patching` per head; their metric is renamed
@@ -167,7 +167,7 @@ def steering_vectors(model, data: TaskData) -> torch.Tensor:
 
 
 def _intervention(model, unit: Unit, data: TaskData) -> pd.DataFrame:
-    from interp.sweep.heads import sweep_heads
+    from interp.intervene.heads import sweep_heads
 
     heads = _heads(model, unit.action["heads"])
     edit = make_edit(model, unit.action, data)

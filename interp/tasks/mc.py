@@ -6,7 +6,7 @@ the files): ``sentiment`` (short reviews, positive/negative), ``comparison`` (is
 ``{"id", "task", "prompt", "options", "answer", "split"}``; ``options`` are continuations that start with a
 space, ``answer`` indexes them, and every 4th item of each task is in the ``calib`` split (the rest ``test``).
 
-Scoring (see :mod:`interp.intervene.sinks`): an option's score is the next-token log-probability of its
+Scoring (see :mod:`interp.analyze.sink_interventions`): an option's score is the next-token log-probability of its
 *first* token after the prompt, so one forward pass scores all options; :func:`option_token_ids` checks that
 the options' first tokens differ under the model's tokenizer.
 """

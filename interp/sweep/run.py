@@ -1,6 +1,6 @@
 """The ``interp sweep`` job: a spec's grid of units → ``results.parquet`` (tidy), ``run.json``, ``units/``.
 
-- Each finished unit is one part under ``.parts/<config hash>/`` (``interp.sweep.ResumableTable``, written
+- Each finished unit is one part under ``.parts/<config hash>/`` (``interp.store.ResumableTable``, written
   atomically), so a sweep killed at any moment (``kill -9`` included) resumes with ``--resume``: finished units
   are skipped, a unit cut off mid-way has no part and runs again, nothing is duplicated.
 - A unit that raises is recorded in ``.parts/<config hash>/failed/<unit>.json`` with its error, and the others
@@ -130,7 +130,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, model_specs: dict[str, Any] |
               address: str | None = None, resume: bool = False, workers: int = 2, threads: int = 1,
               device: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the sweep into ``out``; returns the paths written and the unit counts."""
-    from interp.sweep import ResumableTable
+    from interp.store import ResumableTable
     from interp.sweep.backends import connect, run_local, run_ray
     from interp.sweep.spec import check_models
 
