@@ -1,11 +1,12 @@
 # `make demo`: set up ./.venv and run the head atlas on the bundled SmolLM2.  `make test`: the whole test suite.
+# `make lab`: JupyterLab on notebooks/ (the venv's kernel has interp installed).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= runs/atlas
 
-.PHONY: demo test install bench clean gpu-check fuzz
+.PHONY: demo test install bench clean gpu-check fuzz lab
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attn_stats.py
