@@ -37,8 +37,16 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _group(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version")) -> None:
+def _group(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+           self_contained: bool = typer.Option(False, "--self-contained", help="embed plotly.js in every HTML report "
+                                               "(a single file that travels alone) instead of one plotly.min.js per run folder")) -> None:
     """Mechanistic interpretability of attention heads."""
+    import sys
+
+    if self_contained or "interp.plot.export" in sys.modules:  # set, or reset after an earlier main() in this process
+        from interp.plot.export import set_self_contained
+
+        set_self_contained(self_contained)
 
 
 def _prepare(verb: str, model: str, out: Path, config):

@@ -20,7 +20,8 @@ def test_atlas_on_tiny_writes_three_files(tiny_llama, tmp_path):
     df = validate_frame(pd.read_parquet(paths["heads"]))
     assert {"previous_token", "induction", "duplicate_token", "entropy", "first_token_mass"} <= set(df["metric"])
     html = paths["report"].read_text()
-    assert "<script src=" not in html and html.count("* plotly.js v") == 1  # plotly.js embedded exactly once
+    assert "* plotly.js v" not in html and html.count("<script src='plotly.min.js'") == 1  # loaded once, from the run folder
+    assert "* plotly.js v" in (paths["report"].parent / "plotly.min.js").read_text()[:2000]
     assert html.count("class='grid'") == 1
     assert html.count("class='interp-viewer'") == 1 and "all 16 tokens" in html  # the attention viewer, full resolution
     meta = json.loads(paths["run"].read_text())
@@ -34,7 +35,7 @@ def test_cli_atlas_local_model_dir(tmp_path, capsys):
     hf.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     main(["atlas", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--seq-len", "6", "--text-tokens", "24", "--quiet"])
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"heads.parquet", "report.html", "run.json", "manifest.json"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"heads.parquet", "report.html", "plotly.min.js", "run.json", "manifest.json"}
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -64,7 +65,8 @@ def test_atlas_on_smollm2(smollm2, tmp_path):
     assert len(df[df.metric == "entropy"]) == 270
     ret = df[df.metric == "retrieval_score"]
     assert len(ret) == 270 and ret["value"].max() > 0.3  # SmolLM2 retrieves at 400 tokens; L18H6 copies the needle
-    assert "<script src=" not in paths["report"].read_text()
+    html = paths["report"].read_text()
+    assert html.count("<script src=") == 1 and "<script src='plotly.min.js'" in html and (tmp_path / "plotly.min.js").exists()
 
 
 def test_cli_capture_writes_tensors(tiny_dir, tmp_path):

@@ -62,8 +62,9 @@ def test_comparison_and_table():
 def test_cli_plot_writes_one_self_contained_report(tmp_path, capsys):
     src = tmp_path / "results.parquet"
     _frame().to_parquet(src)
-    main(["plot", str(src), "--out", str(tmp_path / "sub" / "report.html"), "--top", "3"])
+    main(["--self-contained", "plot", str(src), "--out", str(tmp_path / "sub" / "report.html"), "--top", "3"])
     page = (tmp_path / "sub" / "report.html").read_text()
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["report.html"]  # one file that travels alone
     assert page.count("Plotly.newPlot") == 2 + 1  # logit_diff: heatmap + comparison; clean_logit_diff: comparison
     assert len(re.findall(r"plotly\.js v\d", page)) == 1  # plotly.js embedded once
     assert not re.search(r"<script[^>]+src=", page)  # nothing loaded from outside the file
@@ -101,3 +102,17 @@ def test_cli_plot_refuses_a_directory_as_out(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["plot", str(src), "--out", str(tmp_path)])
     assert e.value.code == 2 and "is a directory" in capsys.readouterr().err
+
+
+def test_cli_plot_by_default_loads_the_folders_plotly_js(tmp_path, capsys):
+    """Without --self-contained (also right after a --self-contained call in this process) the report loads
+    plotly.min.js from its folder, written there once however many reports share it."""
+    src = tmp_path / "results.parquet"
+    _frame().to_parquet(src)
+    main(["--self-contained", "plot", str(src), "--out", str(tmp_path / "alone.html")])
+    for name in ("a.html", "b.html"):
+        main(["plot", str(src), "--out", str(tmp_path / "site" / name)])
+        page = (tmp_path / "site" / name).read_text()
+        assert "plotly.js v" not in page and page.count("<script src='plotly.min.js'") == 1
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["a.html", "b.html", "plotly.min.js"]
+    assert "plotly.js v" in (tmp_path / "alone.html").read_text()

@@ -167,8 +167,8 @@ def _saved_tiny(tmp_path):
     return str(tmp_path / "m")
 
 
-@pytest.mark.parametrize("verb,files", [("sinks", {"sinks.parquet", "report.html", "run.json", "manifest.json"}),
-                                        ("entropy", {"entropy.parquet", "report.html", "run.json", "manifest.json"})])
+@pytest.mark.parametrize("verb,files", [("sinks", {"sinks.parquet", "report.html", "plotly.min.js", "run.json", "manifest.json"}),
+                                        ("entropy", {"entropy.parquet", "report.html", "plotly.min.js", "run.json", "manifest.json"})])
 def test_cli_sinks_and_entropy_write_reports(verb, files, tmp_path):
     import pandas as pd
 
@@ -177,7 +177,7 @@ def test_cli_sinks_and_entropy_write_reports(verb, files, tmp_path):
     main([verb, "--model", _saved_tiny(tmp_path), "--out", str(tmp_path / "out"), "--prompts", "2", "--tokens", "12"])
     assert {p.name for p in (tmp_path / "out").iterdir()} == files
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "<script src=" not in html and "plotly" in html.lower()
+    assert "plotly.js v" not in html and html.count("<script src='plotly.min.js'") == 1  # the folder's one copy
     validate_frame(pd.read_parquet(tmp_path / "out" / next(f for f in files if f.endswith(".parquet"))))
 
 

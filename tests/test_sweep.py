@@ -123,6 +123,15 @@ def test_resume_refuses_another_spec_and_a_rerun_needs_resume(tmp_path, tiny_dir
     assert run["units"] == {"total": 8, "done": 8, "failed": 0, "ran_now": 0}
     assert run["spec"]["interventions"][1]["factor"] == 0.5 and "torch" in run["versions"] and "git" in run
     assert (out / "report.html").exists() and len(list((out / "units").iterdir())) == 2  # the two entropy jobs' folders
+    # plotly.js once per run folder: one copy at the root, loaded by the sweep's report and each unit's report
+    copies = [p for p in out.rglob("*") if p.is_file() and (p.name == "plotly.min.js" or "plotly.js v" in p.read_text(errors="ignore")[:200_000]
+                                                         and p.suffix == ".html")]
+    assert copies == [out / "plotly.min.js"], copies
+    reports = sorted(out.rglob("report.html"))
+    assert len(reports) == 3 and "src='plotly.min.js'" in (out / "report.html").read_text()
+    for unit_report in reports[1:]:
+        assert "src='../../plotly.min.js'" in unit_report.read_text()
+        assert (unit_report.parent / "../../plotly.min.js").resolve() == out / "plotly.min.js"
 
 
 def test_unit_rows_are_the_library_functions_results(tiny_llama):

@@ -163,7 +163,7 @@ class AttentionViewer:
         """One self-contained HTML file (plotly.js embedded, works offline)."""
         from interp.plot.export import write_report
 
-        return write_report(path, self.title, [("", self)], intro=f"<p>{html.escape(self.describe())}</p>")
+        return write_report(path, self.title, [("", self)], intro=f"<p>{html.escape(self.describe())}</p>", self_contained=True)
 
 
 def _labels(p: ViewerPrompt) -> tuple[list[str], list[str]]:

@@ -178,7 +178,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, model_specs: dict[str, Any] |
 
 
 def _store_files(folder: Path, files: dict[str, bytes]) -> None:
+    """A job unit's files under ``<sweep>/units/<unit>/``; its report loads the sweep root's one plotly.min.js."""
     from interp.io import atomic_path
+    from interp.plot.export import write_plotly_js
+
+    if any(name.endswith(".html") for name in files):
+        write_plotly_js(folder.parents[1])
 
     for name, data in files.items():
         with atomic_path(folder / name) as tmp:

@@ -211,8 +211,10 @@ def _job(model, unit: Unit) -> tuple[pd.DataFrame, dict[str, bytes]]:
     fn = getattr(importlib.import_module(module), fn_name)
     config = job_config(unit.action, unit.seed)
     quiet = {"progress": False} if "progress" in inspect.signature(fn).parameters else {}
-    with tempfile.TemporaryDirectory(prefix="interp-unit-") as tmp:
-        paths = fn(model, Path(tmp) / "out", config, **quiet)
+    from interp.plot.export import PLOTLY_JS, plotly_js_at
+
+    with tempfile.TemporaryDirectory(prefix="interp-unit-") as tmp, plotly_js_at(f"../../{PLOTLY_JS}"):
+        paths = fn(model, Path(tmp) / "out", config, **quiet)  # its report will sit in <sweep>/units/<unit>/
         df = pd.concat([pd.read_parquet(paths[t]) for t in tables], ignore_index=True)
         files = {p.name: p.read_bytes() for p in (Path(tmp) / "out").iterdir() if p.is_file() and not p.name.startswith(".")}
     wanted = unit.action.get("metrics") or []
