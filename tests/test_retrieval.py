@@ -1,4 +1,5 @@
 """Retrieval heads: the copy-paste rule, ROUGE filter, span search, NIAH prompts, and SmolLM2's behaviour."""
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -6,8 +7,9 @@ import torch
 from interp.analyze.retrieval import (NiahConfig, answer_rows, copy_paste_scores, masking_grid, random_heads,
                                       retrieval_scores, rouge1_recall, run_niah, top_heads)
 from interp.errors import InputError
+from interp.plot.niah import answer_row_view, answer_rows_figure
+from interp.plot.rowview import top_keys
 from interp.tasks.niah import Needle, build_prompt, find_span, load_needles
-from interp.plot.niah import answer_rows_figure
 from interp.types import HeadId
 
 NEEDLE_MASS = 0.3
@@ -103,6 +105,15 @@ def test_smollm2_retrieval_heads_and_masking(smollm2, tmp_path):
     assert bool((on_needle > NEEDLE_MASS).all()), on_needle
     fig = answer_rows_figure(ar)
     assert len(fig.data) == 3 and len(fig.layout.shapes) == 3
+    # the report's row view: exact rows over every key, the needle shaded; each top head's top-k list at its best
+    # answer token (what the report lists beside the row) holds a key of the needle's answer span
+    rv = answer_row_view(ar)
+    assert len(rv.tokens) == ar.rows.shape[-1] and ("needle", s, e) in [(g.name, g.start, g.end) for g in rv.segments]
+    best = ar.rows[:, :8, s:e].sum(-1).argmax(1)  # [head]
+    for i, h in enumerate(ar.heads):
+        row = rv.rows[str(h)][int(best[i])].copy()
+        np.testing.assert_allclose(row, ar.rows[i, int(best[i])].numpy(), atol=1e-7)  # exact, not thousandths
+        assert any(s <= int(k) < e for k in top_keys(row, rv.top_k)), (h, top_keys(row, rv.top_k))
 
 
 def test_chunked_prefill_matches_one_shot_and_edits_apply(tiny_llama):

@@ -15,7 +15,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -180,6 +180,7 @@ class AnswerRows:
     prompt_tokens: int
     context_len: int
     depth: float
+    key_tokens: list[str] = field(default_factory=list)  # the token of each key position (prompt, then answer)
 
 
 def answer_rows(model, needle: Needle, context_len: int, depth: float, response: str, heads: Sequence[HeadId], *,
@@ -200,4 +201,4 @@ def answer_rows(model, needle: Needle, context_len: int, depth: float, response:
     rows = attention_rows(model, ids, heads=list(heads), queries=list(range(P - 1, P - 1 + len(ans))))[0]
     return AnswerRows(rows=rows, heads=list(heads), answer_tokens=[tok.decode([t]) for t in ans],
                       needle_span=tuple(int(x) for x in p.answer_span), prompt_tokens=P,
-                      context_len=context_len, depth=depth)
+                      context_len=context_len, depth=depth, key_tokens=[tok.decode([t]) for t in ids[0].tolist()])

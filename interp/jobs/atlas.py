@@ -1,10 +1,11 @@
 """The head atlas: one tidy table of per-head metrics plus a self-contained interactive report.
 
-Writes ``heads.parquet`` (tidy schema), ``report.html`` (plotly.js embedded) and ``run.json`` (model,
+Writes ``heads.parquet`` (tidy schema), ``report.html`` (loading the folder's ``plotly.min.js``) and ``run.json`` (model,
 versions, seed, config, timings) into the output directory, each atomically.
 """
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 
@@ -114,8 +115,25 @@ def _sections(model, df, tokens, config):
     for metric in PATTERNS:
         heads += [(l, h) for l, h, _ in top_heads(df, metric, config.view_heads, "repeated_random")]
     heads = list(dict.fromkeys(heads))
+    sinks = [(l, h) for l, h, _ in top_heads(df, "first_token_mass", config.view_heads)]
     return [("Per-head metrics (layer × head)", grid),
-            ("Attention patterns (top detector heads; hover a token)", _viewer(model, df, heads, tokens, config))]
+            ("Attention patterns (top detector heads; hover a token)", _viewer(model, df, heads, tokens, config)),
+            (f"Attention rows of the top sink heads (first-token mass; the whole {tokens.shape[1]}-token prose prompt, "
+             "exact; hover a key)", _sink_rows(model, df, sinks, tokens))]
+
+
+def _sink_rows(model, df, heads, tokens):
+    """The top sink heads' exact rows over the prose prompt, at its last and middle tokens (fused path)."""
+    from interp.errors import UnsupportedModelError
+    from interp.plot.rowview import row_view_from_model
+    from interp.plot.viewer import head_metrics
+
+    n = tokens.shape[1]
+    try:
+        return row_view_from_model(model, tokens[:1], heads, [(n - 1, f"last token ({n - 1})"), (n // 2, f"middle token ({n // 2})")],
+                                   metrics=head_metrics(df, heads), title="Attention rows of the top sink heads")
+    except UnsupportedModelError as e:  # the fused path does not cover this model; the rest of the report stands
+        return f"<p>Not shown: {html.escape(str(e))}</p>"
 
 
 def _viewer(model, df, heads, tokens, config):

@@ -22,7 +22,7 @@ from interp.jobs.outdir import claim
 from interp.jobs.runinfo import write_run
 from interp.models import model_name, model_source
 from interp.plot import Grid, head_heatmap, write_report
-from interp.plot.niah import answer_rows_figure, masking_curve, niah_grid, ranked_table
+from interp.plot.niah import answer_row_view, masking_curve, niah_grid, ranked_table
 from interp.store import ResumableTable
 from interp.tasks.sources import load_needles, read_text_file
 
@@ -75,8 +75,9 @@ def _sections(scores, niah, grid):
 
 
 def _answer_section(model, needles, base, scores, haystack, k: int = 4) -> list:
-    """The top retrieval heads' attention rows at the answer tokens of the longest retrieved sample (the depth
-    nearest the middle), from the fused path: the whole haystack on the key axis, the needle marked."""
+    """The top retrieval heads' exact attention rows at the answer tokens of the longest retrieved sample (the
+    depth nearest the middle), from the fused path: the whole haystack on the key axis, the needle shaded (the
+    row view of :mod:`interp.plot.rowview`)."""
     kept = base[base["kept"]]
     if kept.empty or scores.empty:
         return []
@@ -88,7 +89,14 @@ def _answer_section(model, needles, base, scores, haystack, k: int = 4) -> list:
                          str(s["response"]), top_heads(scores, k), haystack=haystack)
     except UnsupportedModelError as e:  # the fused path cannot run this model: the rest of the report still can
         return [(title, f"<p>Not shown: {html.escape(str(e))}</p>")]
-    return [(f"{title} ({ar.prompt_tokens}-token prompt, needle span marked)", answer_rows_figure(ar))]
+    metrics = {str(h): {"retrieval_score": v} for h, v in zip(ar.heads, _scores_of(scores, ar.heads))}
+    return [(f"{title} ({ar.prompt_tokens}-token prompt; pick a head and an answer token, hover a key; needle shaded)",
+             answer_row_view(ar, metrics=metrics))]
+
+
+def _scores_of(scores: pd.DataFrame, heads) -> list[float]:
+    by = scores[scores["metric"] == "retrieval_score"].groupby(["layer", "head"])["value"].mean()
+    return [float(by.get((h.layer, h.head), float("nan"))) for h in heads]
 
 
 def _intro(model, scores, base, niah, grid, stop: str) -> str:

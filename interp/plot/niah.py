@@ -75,3 +75,17 @@ def answer_rows_figure(ar, *, title: str | None = None) -> go.Figure:
                                       f"{ar.depth:g}% (span {s}–{e}, red)"),
                       height=160 * n + 140, width=900)
     return fig
+
+
+def answer_row_view(ar, *, max_queries: int = 8, metrics=None):
+    """The row view (:class:`interp.plot.rowview.RowView`) of an :class:`interp.analyze.retrieval.AnswerRows`:
+    each head's exact row over every key of the haystack, one query per answer token (the first is the position
+    whose prediction is the answer's first token), the needle's answer span and the first token shaded."""
+    from interp.plot.rowview import row_view
+
+    s, e = ar.needle_span
+    n_q = min(max_queries, len(ar.answer_tokens))
+    queries = [(ar.prompt_tokens - 1 + t, f"answer token {t}: {ar.answer_tokens[t]!r}") for t in range(n_q)]
+    return row_view({str(h): ar.rows[i, :n_q] for i, h in enumerate(ar.heads)}, ar.key_tokens, queries,
+                    segments=[("needle", s, e)], metrics=metrics,
+                    title=f"Attention rows at the answer · {ar.prompt_tokens}-token prompt, needle at {ar.depth:g}%")

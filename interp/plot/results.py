@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from interp.errors import InputError
+from interp.plot.scales import colour_axis
 
 FACETS = ("model", "task", "condition", "seed")
 ALL = "all facets (mean)"
@@ -59,8 +60,7 @@ def metric_heatmap(df: pd.DataFrame, metric: str, *, title: str | None = None) -
     for i, (label, grid) in enumerate(grids):
         text = [[f"L{l}H{h}" for h in grid.columns] for l in grid.index]
         fig.add_trace(go.Heatmap(z=grid.values, x=[str(h) for h in grid.columns], y=[str(l) for l in grid.index],
-                                 text=text, zmin=zmin, zmax=zmax, colorscale="RdBu_r" if zmin < 0 < zmax else "Viridis",
-                                 zmid=0 if zmin < 0 < zmax else None, visible=i == 0, name=label or metric,
+                                 text=text, **colour_axis(metric, [zmin, zmax]), visible=i == 0, name=label or metric,
                                  hovertemplate="%{text}<br>" + html.escape(metric) + "=%{z:.4g}<extra></extra>",
                                  colorbar={"title": metric[:18]}))
     name = title or metric

@@ -12,6 +12,9 @@ JavaScript; no ipywidgets, no server.
   block averaged over the block's queries (so rows still sum to 1). The viewer says so above the plot
   (``AttentionViewer.describe()``). A 4096-token prompt at the default 256 blocks costs about 0.3 MB per head.
 
+For one query's exact row over every key of a long prompt (a retrieval head at the answer token, 8192 keys, the
+needle marked) use the row view, :mod:`interp.plot.rowview`.
+
 Patterns come from a :class:`~interp.hooks.Capture` (:func:`viewer_from_capture`) or straight from the model
 (:func:`viewer_from_model`). For long prompts ``viewer_from_model`` takes the rows from the fused path's
 ``attention_rows`` (:data:`ATTENTION_ROWS`), so no layer's whole ``[head query key]`` pattern is built.
