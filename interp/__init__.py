@@ -6,7 +6,7 @@ Layering (written down here once, as :data:`LAYERS`; ``tests/test_import_graph.p
 first; a module may import its own layer and those below, never one above, and no import circle is allowed
 (imports inside functions count too):
 
-0. base: ``errors``, ``types``, ``io``, ``store`` (resumable parts), ``schema``, ``inputs``, ``images``,
+0. base: ``errors``, ``types``, ``io``, ``store`` (resumable parts), ``schema``, ``stats``, ``inputs``, ``images``,
    ``runtime`` and this package's lazy table.
 1. kernels: ``attnstats.kernels``, pure tensor code (fused attention statistics) that knows no model; the
    edit compiler builds its parameter types.
@@ -81,7 +81,7 @@ __all__ = sorted(_EXPORTS)
 # lowest first: module-name prefixes (the longest matching prefix decides a module's layer); see the docstring
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("interp", "interp._lazy", "interp.errors", "interp.types", "interp.io", "interp.store", "interp.schema",
-     "interp.inputs", "interp.images", "interp.runtime"),
+     "interp.stats", "interp.inputs", "interp.images", "interp.runtime"),
     ("interp.attnstats.kernels",),
     ("interp.edits", "interp.tasks"),
     ("interp.models",),

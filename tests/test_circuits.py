@@ -211,3 +211,29 @@ def test_head_class_rule_follows_its_thresholds():
     assert head_class({**base, "stage": 3, "effect": 0.1, "s2_s1": 0.7}, p) == "duplicate token"
     assert head_class({**base, "stage": 3, "effect": 0.1, "prev": 0.9}, p) == "previous token"
     assert head_class({**base, "stage": 2, "effect": 0.1, "prev": 0.15}, p) == "other"
+
+
+def test_repair_report_figure_has_wilson_bars_and_random_draws_as_points():
+    import plotly.graph_objects as go
+
+    from interp.analyze.repair import repair_accuracy, repair_summary
+    from interp.plot.circuits import repair_figure
+    from interp.stats import majority_baseline, wilson_interval
+
+    rows = [("clean", None, 0.5), ("inhibition", None, 0.8), ("inhibition+negative", None, 0.9),
+            ("random", 0, 0.4), ("random", 1, 0.6), ("random", 2, 0.5)]
+    df = pd.DataFrame([{"layer": -1, "head": -1, "metric": m, "value": v if m == "accuracy" else 1.0, "condition": c,
+                        "seed": s, "heads": "L1H2 L3H4"} for c, s, v in rows for m in ("accuracy", "logit_diff")])
+    acc = repair_accuracy(df, 20)
+    assert acc["condition"].tolist() == ["clean", "inhibition", "inhibition+negative", "random"]
+    rand = acc.set_index("condition").loc["random"]
+    assert (rand["k"], rand["n"], rand["draws"]) == (30, 60, 3) and (rand["lo"], rand["hi"]) == wilson_interval(30, 60)
+    lo, hi = wilson_interval(16, 20)
+    assert lo < 0.8 < hi and abs(lo - 0.584) < 0.01 and abs(hi - 0.919) < 0.01  # the textbook Wilson interval of 16/20
+    fig = repair_figure(acc, df[(df["metric"] == "accuracy") & (df["condition"] == "random")], majority_baseline("aab"))
+    bars, points = fig.data
+    assert isinstance(bars, go.Bar) and list(bars.y) == acc["accuracy"].tolist()
+    assert all(a > 0 for a in bars.error_y.array) and all(a > 0 for a in bars.error_y.arrayminus)
+    assert isinstance(points, go.Scatter) and list(points.y) == [0.4, 0.6, 0.5] and set(points.x) == {"random"}
+    assert abs(fig.layout.shapes[0].y0 - 2 / 3) < 1e-9 and "under 200" in fig.layout.title.text
+    assert repair_summary(df).columns.name is None  # no empty "metric" column in the report's table

@@ -113,7 +113,23 @@ def repair_summary(df: pd.DataFrame) -> pd.DataFrame:
     order = [c for c in ("clean", "inhibition", "inhibition+negative", "random") if c in wide.index]
     out = wide.join(std[[c for c in std.columns if c.startswith("accuracy")]]).loc[order]
     out["n"] = df[df["metric"] == "accuracy"].groupby("condition").size().reindex(order)
+    out.columns.name = None  # the columns are metrics; a leftover axis name shows as an empty column in tables
     return out
 
 
-__all__ = ["repair_heads", "repair_edits", "repair_experiment", "repair_summary"]
+def repair_accuracy(df: pd.DataFrame, n_prompts: int) -> pd.DataFrame:
+    """Accuracy per condition as a rate: ``k`` of ``n`` prompts right, with its 95% Wilson interval (``lo, hi``).
+    The random control pools its draws (``n = n_prompts × draws``); ``draws`` says how many."""
+    from interp.stats import wilson_interval
+
+    acc = df[df["metric"] == "accuracy"]
+    rows = []
+    for c in [c for c in ("clean", "inhibition", "inhibition+negative", "random") if c in set(acc["condition"])]:
+        v = acc.loc[acc["condition"] == c, "value"].to_numpy()
+        k, n = int(round(float(v.sum()) * n_prompts)), n_prompts * len(v)
+        lo, hi = wilson_interval(k, n)
+        rows.append({"condition": c, "k": k, "n": n, "accuracy": k / n, "lo": lo, "hi": hi, "draws": len(v)})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["repair_heads", "repair_edits", "repair_experiment", "repair_summary", "repair_accuracy"]

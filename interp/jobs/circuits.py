@@ -30,7 +30,7 @@ from interp.store import cached
 
 
 def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0)
+    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, na_rep="—")
 
 
 def run_circuits(model, out: str | Path, config: CircuitsConfig, *, progress: bool = True) -> dict[str, Path]:
@@ -123,8 +123,10 @@ def _n_total(cfg: dict, fallback: int) -> int:
 
 def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool = True) -> dict[str, Path]:
     from interp.analyze.circuits import CircuitParams, discover_circuit, ioi_task
-    from interp.analyze.repair import repair_experiment, repair_heads, repair_summary
+    from interp.analyze.repair import repair_accuracy, repair_experiment, repair_heads, repair_summary
+    from interp.plot.circuits import repair_figure
     from interp.plot.export import write_report
+    from interp.stats import majority_baseline
     from interp.store import ResumableTable
     from interp.tasks.colored_objects import colored_objects
 
@@ -145,8 +147,15 @@ def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool =
              f"movers measured {', '.join(map(str, movers)) or 'none'}. At the final position each edited head attends 1/2 to each "
              f"wrong color. Merullo et al. (GPT2-Medium): 49.6% → 81.5% (inhibition) → 93.7% (+ negative mover). "
              f"{config.prompts} Colored Objects prompts; random control: {config.draws} draws of {len(inh) + len(neg)} heads.</p>")
-    paths["report"] = write_report(od.path / "report.html", f"interp repair · {model_name(model)}",
-                                   [("Accuracy and mover attention by condition", _table(summary.reset_index()))], intro=intro)
+    acc = repair_accuracy(df, len(data))
+    baseline = majority_baseline(data.answer)
+    sections = [("Accuracy by condition", repair_figure(acc, df[(df["metric"] == "accuracy") & (df["condition"] == "random")],
+                                                        baseline)),
+                ("Accuracy as rates (95% Wilson intervals; random: draws pooled)", _table(acc)),
+                ("All metrics by condition (random: mean over draws, accuracy_std across draws)", _table(summary.reset_index()))]
+    intro += (f"<p>n = {len(data)} prompts per condition{' (under 200: wide intervals)' if len(data) < 200 else ''}; "
+              f"majority-class baseline (always the most common color) {baseline:.3f}.</p>")
+    paths["report"] = write_report(od.path / "report.html", f"interp repair · {model_name(model)}", sections, intro=intro)
     paths["run"] = write_run(od, model, inputs={"prompts": len(data), "inhibition": [str(h) for h in inh],
                                                 "negative": [str(h) for h in neg], "movers": [str(h) for h in movers]},
                              timings={"total_s": time.perf_counter() - t0},

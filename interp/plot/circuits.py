@@ -58,3 +58,27 @@ def reuse_figure(a: pd.DataFrame, b: pd.DataFrame, n_layers: int, n_heads: int, 
 
 
 __all__ = ["circuit_graph", "reuse_figure", "COLORS"]
+
+
+
+def repair_figure(acc: pd.DataFrame, draws: pd.DataFrame, baseline: float | None = None) -> go.Figure:
+    """Accuracy per repair condition as bars with their 95% Wilson intervals (``acc``: one row per condition with
+    ``k, n, accuracy, lo, hi``, from :func:`interp.analyze.repair.repair_accuracy`), each random-head draw as a
+    point (``draws``: the tidy accuracy rows of condition ``random``), the majority-class baseline dashed."""
+    text = [f"{r.condition}: {r.k}/{r.n} = {r.accuracy:.3f}<br>95% Wilson [{r.lo:.3f}, {r.hi:.3f}]" for r in acc.itertuples()]
+    fig = go.Figure(go.Bar(x=acc["condition"], y=acc["accuracy"], hovertext=text, hoverinfo="text", marker_color="#9ecae1",
+                           error_y={"type": "data", "array": acc["hi"] - acc["accuracy"], "arrayminus": acc["accuracy"] - acc["lo"]},
+                           name="accuracy, 95% Wilson interval"))
+    if len(draws):
+        labels = [f"draw {s}: {v:.3f} ({h})" for s, v, h in zip(draws["seed"], draws["value"], draws["heads"])]
+        fig.add_trace(go.Scatter(x=["random"] * len(draws), y=draws["value"], mode="markers", name="random-head draws",
+                                 marker={"color": "#d62728", "size": 9, "symbol": "circle-open"}, hovertext=labels, hoverinfo="text"))
+    if baseline is not None:
+        fig.add_hline(y=baseline, line={"dash": "dash", "color": "#555"}, annotation_text=f"majority class {baseline:.2f}",
+                      annotation_position="top left")
+    n = int(acc["n"].min()) if len(acc) else 0
+    fig.update_layout(title=f"Colored Objects accuracy by condition (n = {n} prompts per condition"
+                            f"{', under 200: wide intervals' if n < 200 else ''})",
+                      yaxis={"title": "accuracy", "range": [0, 1.05]}, xaxis_title="condition", width=640, height=420,
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
