@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/interp atlas --model smollm2-135m --out $(OUT)
 
+# two pytest-xdist workers, one test file each at a time (files share module fixtures and README outputs);
+# TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)

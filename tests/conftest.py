@@ -7,6 +7,21 @@ warnings.filterwarnings("ignore")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test``) the controller builds the caches that models share (the dequantized
+    SmolLM2, the tiny models' byte tokenizer) once before the workers start, so that on a fresh clone two
+    workers never build one at the same time (the second would replace the first's folder under its reader)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        from interp.models.bundled import smollm2_dir
+        from interp.models.tiny import byte_tokenizer
+
+        for build in (byte_tokenizer, smollm2_dir):
+            try:
+                build()
+            except Exception:  # noqa: BLE001 (e.g. the bundled package is missing; the tests that need it say why)
+                pass
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     import interp
@@ -33,6 +48,14 @@ def tiny_llama():
     import interp
 
     return interp.tiny_model("llama")
+
+
+@pytest.fixture(scope="session")
+def llama3():
+    """A 3-layer tiny Llama, shared by the intervention and patching tests (nothing may edit its weights)."""
+    import interp
+
+    return interp.tiny_model("llama", num_hidden_layers=3)
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def llama3():
-    return interp.tiny_model("llama", num_hidden_layers=3)
-
-
 def _tokens(b=3, n=9, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(3, 259, (b, n), generator=g)

@@ -23,11 +23,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def llama3():
-    return interp.tiny_model("llama", num_hidden_layers=3)
-
-
 def _pair(b=3, n=8, seed=1):
     g = torch.Generator().manual_seed(seed)
     clean = torch.randint(3, 259, (b, n), generator=g)
