@@ -27,7 +27,7 @@ SMALL = {"atlas": {"--seq-len": ["6"], "--text-tokens": ["24"], "--quiet": []},
          "plot": {},
          "patch": {"--prompts": ["2"], "--quiet": []},
          "steer": {"--max-new-tokens": ["3"]},
-         "circuits": {"--prompts": ["4"], "--quiet": []},
+         "circuits": {"--prompts": ["4"], "--stages": ["2"], "--keep": ["4"], "--quiet": []},
          "repair": {"--prompts": ["4"], "--quiet": []},
          "vision": {"--n-ordinary": ["1"], "--n-trap": ["1"], "--n-captions": ["1"], "--max-caption-tokens": ["3"], "--quiet": []}}
 # spec keys made small for the tiny model (a sweep's spec is a file, so its sizes are set there)
