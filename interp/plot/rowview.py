@@ -86,9 +86,9 @@ class RowView:
         top = {h: [[[int(k), float(a[i, k])] for k in top_keys(a[i], self.top_k)] for i in range(len(self.queries))]
                for h, a in self.rows.items()}
         return {"tokens": [_display(t) for t in self.tokens], "rows": rows, "scale": STRIP_SCALE, "top": top, "heads": self.heads,
-                "queries": [[q, label] for q, label in self.queries],
-                "segments": [[s.name, s.start, s.end, _colour(s.name, i)] for i, s in enumerate(self.segments)],
-                "metrics": {h: [[k, f"{v:.3g}"] for k, v in self.metrics.get(h, {}).items()] for h in self.heads}}
+                "queries": [[q, html.escape(label)] for q, label in self.queries],  # the page writes these as HTML
+                "segments": [[html.escape(s.name), s.start, s.end, _colour(s.name, i)] for i, s in enumerate(self.segments)],
+                "metrics": {h: [[html.escape(k), f"{v:.3g}"] for k, v in self.metrics.get(h, {}).items()] for h in self.heads}}
 
     def figure(self, head: str | None = None, query: int = 0) -> go.Figure:
         """The line and strip of one head's row (what the page shows first; the page redraws on a pick)."""
@@ -296,7 +296,7 @@ window.interpRowView = window.interpRowView || function (uid) {
   }
   function show(k) {
     var y = row(+hSel.value, +qSel.value), seg = segmentOf(k);
-    status.textContent = 'key ' + k + ': ' + esc(D.tokens[k]) + '  weight ' + y[k].toFixed(4) + (seg ? '  (' + seg + ')' : '');
+    status.textContent = 'key ' + k + ': ' + esc(D.tokens[k]) + '  weight ' + y[k].toFixed(4) + (seg ? '  (' + esc(seg) + ')' : '');
     status.dataset.key = k;
   }
   gd.on('plotly_hover', function (ev) { if (ev.points && ev.points.length) show(ev.points[0].x); });
