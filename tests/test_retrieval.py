@@ -110,8 +110,10 @@ def test_smollm2_retrieval_heads_and_masking(smollm2, tmp_path):
     rv = answer_row_view(ar)
     assert len(rv.tokens) == ar.rows.shape[-1] and ("needle", s, e) in [(g.name, g.start, g.end) for g in rv.segments]
     best = ar.rows[:, :8, s:e].sum(-1).argmax(1)  # [head]
+    shown = [q for q, _ in rv.queries]  # query positions, the answer token with most needle mass first
+    assert shown[0] == ar.prompt_tokens - 1 + int(ar.rows[:, :8, s:e].sum(-1).mean(0).argmax())
     for i, h in enumerate(ar.heads):
-        row = rv.rows[str(h)][int(best[i])].copy()
+        row = rv.rows[str(h)][shown.index(ar.prompt_tokens - 1 + int(best[i]))].copy()
         np.testing.assert_allclose(row, ar.rows[i, int(best[i])].numpy(), atol=1e-7)  # exact, not thousandths
         assert any(s <= int(k) < e for k in top_keys(row, rv.top_k)), (h, top_keys(row, rv.top_k))
 

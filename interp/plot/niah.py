@@ -80,12 +80,17 @@ def answer_rows_figure(ar, *, title: str | None = None) -> go.Figure:
 def answer_row_view(ar, *, max_queries: int = 8, metrics=None):
     """The row view (:class:`interp.plot.rowview.RowView`) of an :class:`interp.analyze.retrieval.AnswerRows`:
     each head's exact row over every key of the haystack, one query per answer token (the first is the position
-    whose prediction is the answer's first token), the needle's answer span and the first token shaded."""
+    whose prediction is the answer's first token; the one with most needle mass is shown first), the needle's answer
+    span and the first token shaded."""
     from interp.plot.rowview import row_view
 
     s, e = ar.needle_span
     n_q = min(max_queries, len(ar.answer_tokens))
-    queries = [(ar.prompt_tokens - 1 + t, f"answer token {t}: {ar.answer_tokens[t]!r}") for t in range(n_q)]
-    return row_view({str(h): ar.rows[i, :n_q] for i, h in enumerate(ar.heads)}, ar.key_tokens, queries,
+    # shown first: the answer token where the heads put most mass on the needle (often not the first: a response
+    # may restate the question before it copies); the others follow in answer order
+    best = int(ar.rows[:, :n_q, s:e].sum(-1).mean(0).argmax())
+    order = [best] + [t for t in range(n_q) if t != best]
+    queries = [(ar.prompt_tokens - 1 + t, f"answer token {t}: {ar.answer_tokens[t]!r}") for t in order]
+    return row_view({str(h): ar.rows[i, order] for i, h in enumerate(ar.heads)}, ar.key_tokens, queries,
                     segments=[("needle", s, e)], metrics=metrics,
                     title=f"Attention rows at the answer · {ar.prompt_tokens}-token prompt, needle at {ar.depth:g}%")

@@ -235,8 +235,8 @@ def row_view_from_model(model, prompt, heads: Sequence, queries: Sequence[int | 
 _CSS = """
 .interp-rowview{font-family:system-ui,sans-serif;font-size:13px;border:1px solid #ddd;padding:8px;border-radius:6px}
 .interp-rowview .rv-controls label{margin-right:12px}.interp-rowview .rv-controls button{margin-right:6px;font-size:12px}
-.interp-rowview .rv-main{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}.interp-rowview .rv-plot{flex:1 1 640px;min-width:480px}
-.interp-rowview .rv-side{min-width:260px}.interp-rowview td,.interp-rowview th{padding:1px 6px;border:1px solid #ddd;font-size:12px}
+.interp-rowview .rv-main{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}.interp-rowview .rv-plot{flex:1 1 600px;min-width:0}
+.interp-rowview .rv-side{flex:0 0 310px;overflow-x:auto}.interp-rowview td,.interp-rowview th{padding:1px 6px;border:1px solid #ddd;font-size:12px}
 .interp-rowview .rv-tok{font-family:ui-monospace,monospace;white-space:pre}
 .interp-rowview .rv-status{font-family:ui-monospace,monospace;color:#333;min-height:1.4em;margin-top:2px}
 """
