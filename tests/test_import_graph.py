@@ -3,6 +3,7 @@ edge from a layer up to a higher one (``interp.LAYERS``)."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import interp
@@ -47,6 +48,7 @@ def _in_function(tree: ast.AST) -> set[int]:
     return ids
 
 
+@functools.lru_cache(maxsize=1)  # parsed once for the three tests
 def import_graph() -> dict[str, dict[str, int]]:
     """``{module: {imported module: line}}``.
 
