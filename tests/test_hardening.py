@@ -76,7 +76,7 @@ def _bad_cases():
                  (["--lengths", "100000"], "more than"),
                  (["--lengths", "10"], "too short"),
                  (["--depths", "50", "150"], "depth 150 is outside [0, 100]"),
-                 (["--mask-top", "0"], "--mask-top 0 is out of range"),
+                 (["--mask-top", "0"], "--mask-top must be at least 1"),
                  (["--mask-random", "5", "999"], "--mask-random 999 is out of range"),
                  (["--n-needles", "0"], "--n-needles must be at least 1"),
                  (["--n-needles", "99"], "exceeds the"),

@@ -68,17 +68,16 @@ class Domain:
         low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
         high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
         if low or high:
-            raise InputError(f"{option} {self._range_words()}, got {_fmt(value)}{f' ({self.why})' if self.why and high else ''}")
+            raise InputError(f"{option} {self._range_words(high)}, got {_fmt(value)}{f' ({self.why})' if self.why and high else ''}")
 
-    def _range_words(self) -> str:
+    def _range_words(self, high: bool) -> str:
+        """The bound that was broken; a two-sided open interval (such as (0, 1)) is named whole."""
         lo, hi = self.lo, self.hi
-        if hi is None:
-            return f"must be above {_fmt(lo)}" if self.lo_open else f"must be at least {_fmt(lo)}"
-        if lo is None:
-            return f"must be below {_fmt(hi)}" if self.hi_open else f"must be at most {_fmt(hi)}"
-        if self.lo_open and self.hi_open:
+        if lo is not None and hi is not None and self.lo_open and self.hi_open:
             return f"must lie strictly between {_fmt(lo)} and {_fmt(hi)}"
-        return f"must lie in {'(' if self.lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if self.hi_open else ']'}"
+        if high:
+            return f"must be below {_fmt(hi)}" if self.hi_open else f"must be at most {_fmt(hi)}"
+        return f"must be above {_fmt(lo)}" if self.lo_open else f"must be at least {_fmt(lo)}"
 
     def check_model(self, option: str, value: Any, spec) -> None:
         """The model-tied bound; ``spec`` is an ``interp.models.spec.ModelSpec`` (its config only)."""
