@@ -1,9 +1,11 @@
 """Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | vision | circuits | reuse | repair | sweep | plot``.
 
-Every verb follows one pattern: build the job's config (argument checks), resolve the model name to its config
-and check the job against it (context length, model kind, head counts), claim the output folder (created,
-written, bound to the config by its manifest), and only then import torch and load the model. Exit codes: 0
-done, 2 bad input (one line on stderr), 130 interrupted (rerun to resume), 1 anything unexpected (one line;
+Every verb follows one pattern: build the job's config (every option checked against its declared domain,
+``interp.jobs.domain``), check threads and device (without importing torch on a CPU build), resolve the model
+name to its config and check the job against it (context length, prompt tokens, model kind, head counts), claim
+and lock the output folder (created, written, bound to the config by its manifest), and only then import torch
+and load the model. Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted (one line with the
+command that resumes), 1 anything unexpected (one line;
 ``INTERP_DEBUG=1`` shows the traceback). List options take several values after one flag (``--lengths 1000
 2000``) or the flag repeated.
 """
@@ -25,7 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 
 MODEL_HELP = "bundled name (smollm2-135m, minilm-l6), local directory, or cached HF id"
 THREADS_HELP = "CPU threads: a number, or 'auto' (the cores not busy with other processes)"
-INTERRUPTED = "interrupted; rerun the same command to resume"
+INTERRUPTED = "interrupted; resume with:"  # followed by the exact command (see resume_command)
 
 
 def _version(value: bool) -> None:
@@ -450,12 +452,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted run: the same arguments, plus ``--resume`` for a verb that
+    needs it to continue (declared by having that flag), shell-quoted so it can be pasted."""
+    import shlex
+
+    group = typer.main.get_command(app)
+    cmd = getattr(group, "commands", {}).get(argv[0]) if argv else None
+    flags = {o for p in getattr(cmd, "params", []) for o in getattr(p, "opts", [])}
+    extra = ["--resume"] if "--resume" in flags and "--resume" not in argv else []
+    return "interp " + shlex.join([*argv, *extra])
+
+
 def _run(argv: list[str]) -> int:
     """Run one command; return its exit code, printing one line for any failure."""
     try:
         code = app(args=expand_lists(argv), standalone_mode=False)
     except (Interrupted, KeyboardInterrupt, typer.Abort):
-        print(INTERRUPTED, file=sys.stderr)
+        print(f"{INTERRUPTED} {resume_command(argv)}", file=sys.stderr)
         return 130
     except InterpError as e:
         print(f"error: {e}", file=sys.stderr)
