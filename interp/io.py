@@ -69,13 +69,13 @@ def read_table(path: str | Path, what: str, columns: Sequence[str] = (), *, fix:
     """A parquet table another run wrote, checked: the file exists and is a file, reads as parquet, has
     ``columns`` and (unless ``allow_empty``) at least one row. Every failure is one ``InputError`` line naming
     ``what`` (e.g. ``"--circuit's circuit.parquet"``), the file, the problem (the missing columns) and ``fix``."""
-    import pandas as pd
-    import pyarrow
-
     path = Path(path).expanduser()
     fix = f"; {fix}" if fix else ""
     if not path.is_file():
         raise InputError(f"{what} {str(path)!r} does not exist or is not a file{fix}")
+    import pandas as pd
+    import pyarrow
+
     try:
         df = pd.read_parquet(path)
     except (OSError, ValueError, pyarrow.ArrowException) as e:

@@ -49,7 +49,7 @@ class CircuitsConfig(Checked):
 
 
 # what reuse and repair read of a circuits folder (the loader checks them before any model loads)
-CIRCUIT_COLUMNS = ("layer", "head", "stage", "class", "effect")
+CIRCUIT_COLUMNS = ("layer", "head", "stage", "class", "effect", "copy_score")
 PATCHING_COLUMNS = ("model", "task", "layer", "head", "metric", "value", "condition")
 _FIX = "pass a folder written by `interp circuits` (rerun it to completion if it was interrupted)"
 
@@ -98,7 +98,7 @@ class ReuseConfig(Checked):
 
 @config
 class RepairConfig(Checked):
-    prompts: int = num(100, lo=1, hi=MAX_TASK_PROMPTS, why=PROMPTS_WHY)
+    prompts: int = num(100, lo=1, hi=MAX_TASK_PROMPTS, why="each Colored Objects prompt is run per condition and draw")
     ioi_prompts: int = num(60, lo=1, hi=MAX_TASK_PROMPTS, why=PROMPTS_WHY)
     circuit: str | None = None  # an `interp circuits --task ioi` folder; None discovers the IOI circuit here
     draws: int = num(5, lo=1, hi=100, why="each draw reruns the Colored Objects prompts")

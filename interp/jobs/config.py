@@ -111,7 +111,7 @@ class ProbeConfig(Checked):
 class SinksConfig(ProbeConfig):
     eps: float = num(0.3, lo=0, hi=1, lo_open=True, hi_open=True)
     tau: float = num(0.1, lo=0, hi=1, lo_open=True, hi_open=True)
-    ratio: float = num(20.0, lo=1, lo_open=True)  # a multiple of the layer median norm
+    ratio: float = num(20.0, lo=1, lo_open=True, hi=10_000, why="a multiple of the layer median norm; no activation is that large")
 
 
 @config

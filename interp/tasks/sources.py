@@ -18,7 +18,10 @@ def read_text_file(path: str | Path, option: str = "--text") -> str:
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"{option} file {str(p)!r} does not exist or is not a file; pass a UTF-8 text file")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"{option} file {str(p)!r} cannot be read ({e.strerror or e}); pass a readable UTF-8 text file") from None
     if b"\x00" in data[:8192]:
         raise InputError(f"{option} file {str(p)!r} is binary, not text; pass a UTF-8 text file")
     try:
