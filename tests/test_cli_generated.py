@@ -110,6 +110,9 @@ def _cases():
 
 
 CASES = _cases()
+for _m in pkgutil.iter_modules(interp.jobs.__path__):  # register every declared domain (a new verb's config too)
+    if _m.name.endswith("config"):
+        importlib.import_module(f"interp.jobs.{_m.name}")
 
 
 def _valid(verb: str, option: str, value: str) -> str | None:
@@ -238,9 +241,6 @@ def test_every_option_refuses_bad_values_before_the_model_loads(verb, name, opti
 
 def test_every_numeric_option_declares_a_domain():
     """A verb's number options are declared on its config (interp.jobs.domain), or listed in NO_DOMAIN."""
-    for m in pkgutil.iter_modules(interp.jobs.__path__):
-        if m.name.endswith("config"):
-            importlib.import_module(f"interp.jobs.{m.name}")
     undeclared = set()
     for verb, cmd in _commands().items():
         for p in cmd.params:
@@ -250,13 +250,10 @@ def test_every_numeric_option_declares_a_domain():
 
 
 def test_valid_cases_are_in_their_declared_domain():
-    """What VALID calls valid lies inside the domain the option declares (the table cannot drift from it)."""
+    """What VALID calls valid lies inside a domain the option declares (the table cannot drift from them)."""
     for (verb, option, value), why in VALID.items():
-        for cls, _, dom in REGISTRY.get(option, []):
-            if verb != "*" and verb not in cls.__name__.lower() and option != "--seed":
-                continue
-            if option not in ("--out",) and value not in PATHS:
-                assert any(d.contains(float(value)) for _, _, d in REGISTRY[option]), (verb, option, value, why)
+        if option in REGISTRY and value not in PATHS:
+            assert any(d.contains(float(value)) for _, _, d in REGISTRY[option]), (verb, option, value, why)
 
 
 def test_the_generated_cases_cover_every_verb():
