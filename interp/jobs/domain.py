@@ -71,10 +71,12 @@ class Domain:
             raise InputError(f"{option} {self._range_words(high)}, got {_fmt(value)}{f' ({self.why})' if self.why and high else ''}")
 
     def _range_words(self, high: bool) -> str:
-        """The bound that was broken; a two-sided open interval (such as (0, 1)) is named whole."""
+        """The bound that was broken; a natural two-sided range (such as [0, 1], no ``why``) is named whole."""
         lo, hi = self.lo, self.hi
         if lo is not None and hi is not None and self.lo_open and self.hi_open:
             return f"must lie strictly between {_fmt(lo)} and {_fmt(hi)}"
+        if lo is not None and hi is not None and not self.why:  # a natural range such as [0, 1]; a cap has a why
+            return f"must lie in {'(' if self.lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if self.hi_open else ']'}"
         if high:
             return f"must be below {_fmt(hi)}" if self.hi_open else f"must be at most {_fmt(hi)}"
         return f"must be above {_fmt(lo)}" if self.lo_open else f"must be at least {_fmt(lo)}"
