@@ -156,13 +156,9 @@ def claim(out: str | Path, verb: str, config: Mapping[str, Any]) -> OutDir:
 
 
 def _read_manifest(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{str(path)!r} is unreadable ({e}); delete the output folder or pass another --out") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{str(path)!r} is not an interp manifest; delete the output folder or pass another --out")
-    return data
+    from interp.io import read_json_file
+
+    return read_json_file(path, "the output folder's manifest", fix="delete the output folder or pass another --out")
 
 
 def _describe(old: dict) -> str:
