@@ -147,7 +147,7 @@ def test_reuse_refuses_circuits_of_different_models(capsys, tmp_path):
 def test_tokenizer_without_single_token_names_exits_2(tiny_dir, capsys, tmp_path):
     for task in ("ioi", "colored-objects"):
         with pytest.raises(SystemExit) as e:
-            main(["circuits", "--model", str(tiny_dir), "--task", task, "--prompts", "2", "--stages", "2", "--out", str(tmp_path / task),
+            main(["circuits", "--model", str(tiny_dir), "--task", task, "--prompts", "2", "--stages", "2", "--keep", "4", "--out", str(tmp_path / task),
                   "--threads", "1"])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and "single" in err and "\n" not in err
