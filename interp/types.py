@@ -18,6 +18,9 @@ class HeadId:
     layer: int
     head: int
 
+    def __post_init__(self):
+        _index(self, "HeadId")
+
     def __str__(self) -> str:
         return f"L{self.layer}H{self.head}"
 
@@ -104,6 +107,20 @@ def site(name: str) -> Site:
 
 def hook_name(name: str, layer: int) -> str:
     return site(name).hook.format(l=layer)
+
+
+def _index(value, owner: str) -> None:
+    """``layer`` and ``head`` as non-negative ints (numpy and torch integers accepted), or InputError."""
+    import numbers
+
+    for name in ("layer", "head"):
+        v = getattr(value, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) and not (hasattr(v, "item") and getattr(v, "ndim", 1) == 0
+                                                                           and not getattr(v, "is_floating_point", lambda: True)()):
+            raise InputError(f"{owner}: {name} must be an integer, got {v!r} ({type(v).__name__}); e.g. {owner}(9, 6)")
+        if int(v) < 0:
+            raise InputError(f"{owner}: {name} must be >= 0, got {int(v)}")
+        object.__setattr__(value, name, int(v))
 
 
 def finite_scalar(owner: str, name: str, value) -> float:

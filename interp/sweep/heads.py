@@ -224,6 +224,12 @@ def sweep_heads(model, inputs, make_edit, metric: Metric, heads: Sequence[HeadId
     from interp.models import model_name
     from interp.schema import make_frame
 
+    if not callable(metric):
+        raise InputError(f"metric must be a function of the logits returning a number, got a {type(metric).__name__}")
+    if not callable(make_edit) and not isinstance(make_edit, (list, tuple)):
+        raise InputError(f"make_edit must be a function of a HeadId returning an edit (or a list of edits), got a "
+                         f"{type(make_edit).__name__}")
+
     if callable(make_edit):
         heads = list(heads) if heads is not None else [HeadId(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
         items = [make_edit(h) for h in heads]
