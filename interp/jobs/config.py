@@ -82,29 +82,42 @@ class AtlasConfig(Checked):
         return 4 * self.batch * spec.n_heads * n * n * (spec.n_layers + 3)
 
 
-# Python's pydoc topics hold about 1.1 M characters; at no fewer than 2 characters a token on average that
-# bounds the pydoc tokens a probe can draw (an estimate from characters alone, so no tokenizer is needed)
-PYDOC_TOKENS_MAX = 500_000
-
-
 @config
 class ProbeConfig(Checked):
     """Inputs of ``interp sinks`` and ``interp entropy``: pydoc chunks, or the first tokens of a text file."""
 
-    prompts: int = num(8, lo=1, hi=4096, why="one forward pass each; the pydoc text holds a few thousand 64-token chunks")
+    prompts: int = num(8, lo=1, hi=4096, why="one forward pass each; the pydoc text holds under 2000 64-token chunks")
     tokens: int = num(64, lo=2, model="context")
     text: str | None = None  # absolute path of a UTF-8 text file
     text_sha: str | None = None
 
     def __post_init__(self):
-        if self.text is None and self.prompts * self.tokens > PYDOC_TOKENS_MAX:
-            raise InputError(f"--prompts {self.prompts} × --tokens {self.tokens} = {self.prompts * self.tokens} tokens is more "
-                             f"than Python's pydoc text holds (about {PYDOC_TOKENS_MAX}); ask for fewer, or pass --text")
         if self.text is not None:
             read_text_file(self.text, "--text")
             object.__setattr__(self, "text", _abs(self.text))
             object.__setattr__(self, "text_sha", file_digest(self.text))
 
+    def check(self, spec: ModelSpec) -> None:
+        if self.text is None:
+            self._check_pydoc_tokens(spec)
+
+    def _check_pydoc_tokens(self, spec: ModelSpec) -> None:
+        """The pydoc chunks must exist: a request that could fit is counted with the tokenizer alone (~0.2 s)."""
+        from interp.jobs.prompts import count_tokens
+        from interp.tasks.sources import pydoc_text
+
+        need = self.prompts * (self.tokens - 1)  # the BOS of each chunk is not drawn from the text
+        if need <= 20_000:  # far below the ~110 k tokens our tokenizers make of its ~465 k characters
+            return
+        text = pydoc_text()
+        if need > len(text):  # a token covers at least one character: no need to count
+            have = f"{len(text)} characters, so fewer tokens"
+        else:
+            n = count_tokens(spec, text)
+            have = None if n is None or need <= n else f"{n} tokens"
+        if have is not None:
+            raise InputError(f"--prompts {self.prompts} × --tokens {self.tokens} needs {need} tokens of Python's pydoc text, "
+                             f"which holds {have}; ask for fewer, or pass --text")
 
 
 @config

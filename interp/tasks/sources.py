@@ -33,6 +33,17 @@ def read_text_file(path: str | Path, option: str = "--text") -> str:
     return text
 
 
+def pydoc_text(n_chars: int | None = None) -> str:
+    """English prose from the standard library's help topics, whitespace-normalized."""
+    import re
+
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    text = re.sub(r"[ \t]+", " ", text)
+    return text if n_chars is None else text[:n_chars]
+
+
 @dataclass(frozen=True)
 class Needle:
     needle: str
@@ -100,4 +111,4 @@ class NiahConfig:
             raise InputError(f"unknown stop rule {self.stop!r}; use one of {', '.join(STOP_RULES)}")
 
 
-__all__ = ["read_text_file", "Needle", "load_needles", "NiahConfig", "STOP_RULES", "DATA_DIR"]
+__all__ = ["read_text_file", "pydoc_text", "Needle", "load_needles", "NiahConfig", "STOP_RULES", "DATA_DIR"]
