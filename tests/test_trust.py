@@ -121,7 +121,7 @@ SPECS = [  # (replace, with, message fragment with the line and key)
     ("factor = 0.5", "factor = inf", "line 10, key interventions[0].factor: factor must be a finite number, got inf"),
     ('name = "scale"\nfactor = 0.5', 'name = "steer"\nalpha = nan', "line 10, key interventions[0].alpha: alpha must be a finite number"),
     ('name = "scale"\nfactor = 0.5', 'name = "edit"\nedit = "MixUniform"\nfields = {strength = "half"}',
-     "key interventions[0].fields: MixUniform: MixUniform: strength must be a number, got 'half'"),
+     "key interventions[0].fields: MixUniform: strength must be a number, got 'half'"),
     ('name = "scale"\nfactor = 0.5', 'name = "edit"\nedit = "ScaleHeadOutput"\nfields = {factor = nan}',
      "key interventions[0].fields.factor: ScaleHeadOutput.factor must be a finite number"),
     ('heads = ["0.0"]', 'heads = ["L99H0"]', "line 11, key interventions[0].heads: head L99H0 is out of range"),

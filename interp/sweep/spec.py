@@ -607,7 +607,8 @@ def _build_edit(src: Located, path: tuple, iv: dict) -> None:
     try:
         cls(HeadId(0, 0), **iv["fields"])
     except InputError as e:
-        raise src.error(path, f"{iv['edit']}: {e}") from None
+        msg = str(e) if str(e).startswith(iv["edit"]) else f"{iv['edit']}: {e}"
+        raise src.error(path, msg) from None
     except (TypeError, ValueError) as e:
         raise src.error(path, f"{iv['edit']} cannot be built from these fields ({e})") from None
 
