@@ -1,9 +1,11 @@
 """Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | vision | circuits | reuse | repair | sweep | plot``.
 
-Every verb follows one pattern: build the job's config (argument checks), resolve the model name to its config
-and check the job against it (context length, model kind, head counts), claim the output folder (created,
-written, bound to the config by its manifest), and only then import torch and load the model. Exit codes: 0
-done, 2 bad input (one line on stderr), 130 interrupted (rerun to resume), 1 anything unexpected (one line;
+Every verb follows one pattern: build the job's config (every option checked against its declared domain,
+``interp.jobs.domain``), check threads and device (without importing torch on a CPU build), resolve the model
+name to its config and check the job against it (context length, prompt tokens, model kind, head counts), claim
+and lock the output folder (created, written, bound to the config by its manifest), and only then import torch
+and load the model. Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted (one line with the
+command that resumes), 1 anything unexpected (one line;
 ``INTERP_DEBUG=1`` shows the traceback). List options take several values after one flag (``--lengths 1000
 2000``) or the flag repeated.
 """
@@ -25,7 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 
 MODEL_HELP = "bundled name (smollm2-135m, minilm-l6), local directory, or cached HF id"
 THREADS_HELP = "CPU threads: a number, or 'auto' (the cores not busy with other processes)"
-INTERRUPTED = "interrupted; rerun the same command to resume"
+INTERRUPTED = "interrupted; resume with:"  # followed by the exact command (see resume_command)
 
 
 def _version(value: bool) -> None:
@@ -49,16 +51,21 @@ def _group(version: bool = typer.Option(False, "--version", callback=_version, i
         set_self_contained(self_contained)
 
 
-def _prepare(verb: str, model: str, out: Path, config):
-    """Everything that can fail before the model loads; returns the model's spec."""
+def _prepare(verb: str, model: str, out: Path | None, config, device: Optional[str] = None, threads: str = "auto"):
+    """Everything that can fail before the model loads, cheapest first; returns the model's spec."""
     from interp.jobs.config import resolved
     from interp.jobs.outdir import check_writable, claim
     from interp.models.spec import resolve_model
+    from interp.runtime import precheck_device, resolve_threads
 
-    check_writable(out)
+    resolve_threads(threads)
+    precheck_device(device)
+    if out is not None:
+        check_writable(out)
     spec = resolve_model(model)
     config.check(spec)
-    claim(out, verb, resolved(spec.name, spec.source, config))
+    if out is not None:
+        claim(out, verb, resolved(spec.name, spec.source, config))
     return spec
 
 
@@ -88,7 +95,7 @@ def atlas(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     from interp.jobs.config import AtlasConfig
 
     config = AtlasConfig(seed=seed, seq_len=seq_len, text_tokens=text_tokens)
-    _prepare("atlas", model, out, config)
+    _prepare("atlas", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.atlas import run_atlas
 
@@ -109,7 +116,7 @@ def sinks(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     from interp.jobs.config import SinksConfig
 
     config = SinksConfig(prompts=prompts, tokens=tokens, text=None if text is None else str(text), eps=eps, tau=tau, ratio=ratio)
-    _prepare("sinks", model, out, config)
+    _prepare("sinks", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.sinks import run_sinks
 
@@ -130,7 +137,7 @@ def entropy(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
 
     config = EntropyConfig(prompts=prompts, tokens=tokens, text=None if text is None else str(text), collapse=collapse,
                            overload=overload)
-    _prepare("entropy", model, out, config)
+    _prepare("entropy", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.sinks import run_entropy
 
@@ -160,7 +167,7 @@ def retrieval(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
                              needles=None if needles is None else str(needles), n_needles=n_needles,
                              haystack=None if haystack is None else str(haystack), mask_top=tuple(mask_top),
                              mask_random=tuple(mask_random), draws=draws, seed=seed)
-    _prepare("retrieval", model, out, config)
+    _prepare("retrieval", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.retrieval import run_retrieval
 
@@ -179,7 +186,7 @@ def capture(prompt: List[str] = typer.Option(..., help="prompt text (several aft
     from interp.jobs.config import CaptureConfig
 
     config = CaptureConfig(prompts=tuple(prompt), sites=tuple(site), layers=tuple(layer), heads=tuple(head))
-    _prepare("capture", model, out, config)
+    _prepare("capture", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.capture import run_capture
 
@@ -196,28 +203,22 @@ def sweep(spec: Path = typer.Argument(..., help="the sweep spec (TOML): models, 
           device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
           quiet: bool = typer.Option(False, help="no progress bar")):
     """Run a grid of interventions and analyses over models, tasks and seeds → results.parquet (tidy), run.json."""
-    from interp.runtime import resolve_threads
-    from interp.sweep.spec import check_models, load_spec
+    from interp.jobs.config import SweepOptions
+    from interp.runtime import precheck_device, resolve_threads
+    from interp.sweep.spec import check_models, check_units, load_spec
 
-    if backend not in ("local", "ray"):
-        raise InputError(f"--backend {backend!r} unknown; use local or ray")
-    if address and backend != "ray":
-        raise InputError("--address needs --backend ray")
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+    SweepOptions(backend=backend, workers=workers, address=address)
     n_threads = resolve_threads(threads)
+    precheck_device(device)
     s = load_spec(spec)
     models = check_models(s)
+    check_units(s, models)
     if backend == "ray":
         from interp.sweep.backends import import_ray, probe_address
 
         import_ray()
         if address:
             probe_address(address)
-    if device is not None:
-        from interp.runtime import check_device
-
-        check_device(device)
     from interp.sweep.run import run_sweep
 
     paths = run_sweep(s, out, model_specs=models, backend=backend, address=address, resume=resume, workers=workers,
@@ -237,11 +238,11 @@ def plot(results: Path = typer.Argument(..., help="a tidy results .parquet (any 
     """Report of any tidy result: per metric a layer × head heatmap, a per-condition comparison and a top-heads
     table, with facets for model, task, condition and seed → one self-contained HTML file."""
     from interp.io import read_results
+    from interp.jobs.config import PlotConfig
 
-    if top < 1:
-        raise InputError(f"--top must be at least 1, got {top}")
+    PlotConfig(top=top)
     target = _report_path(out)
-    df = read_results(results)
+    df = read_results(results, plot=True)
     from interp.plot.results import write_results_report
 
     typer.echo(str(write_results_report(df, target, title=title or f"Results · {results.name}", source=str(results), top=top)))
@@ -254,6 +255,9 @@ def _report_path(out: Path) -> Path:
     out = out.expanduser()
     if out.is_dir():
         raise InputError(f"--out {str(out)!r} is a directory; pass a file name such as {str(out / 'report.html')!r}")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"--out {str(out)!r} is not an .html file name; pass one such as report.html (an existing "
+                         f"file of another kind is never overwritten)")
     check_writable(out.parent if str(out.parent) else Path("."))
     return out
 
@@ -272,7 +276,7 @@ def patch(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     from interp.jobs.patch_config import PatchConfig
 
     config = PatchConfig(task=task, method=method, by=by, prompts=prompts, seed=seed, corruption=corruption)
-    _prepare("patch", model, out, config)
+    _prepare("patch", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.patch import run_patch
 
@@ -289,10 +293,9 @@ def steer(prompt: str = typer.Option(..., help="prompt to continue"),
           device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
     """ITI-style head steering: print the unsteered and steered continuations side by side."""
     from interp.jobs.patch_config import SteerConfig
-    from interp.models.spec import resolve_model
 
     config = SteerConfig(prompt=prompt, heads=tuple(heads), alpha=alpha, max_new_tokens=max_new_tokens, concept=concept)
-    config.check(resolve_model(model))
+    _prepare("steer", model, None, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.patch import steer_text
 
@@ -327,7 +330,7 @@ def vision(model: str = typer.Option("tinyvlm", help="a LLaVA-style model: tinyv
                           max_caption_tokens=max_caption_tokens, alpha=alpha,
                           vhr_layers=tuple(vhr_layers), p=p, rho=rho, summ=summ, tau=tau, var_layers=tuple(var_layers),
                           top_k=top_k, image=None if image is None else str(image), question=question, resize=resize)
-    _prepare("vision", model, out, config)
+    _prepare("vision", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.vision import run_vision
 
@@ -355,7 +358,7 @@ def circuits(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     config = CircuitsConfig(task=task, prompts=prompts, seed=seed, stages=stages, prune=prune, keep=keep, top_frac=top_frac,
                             min_effect=min_effect, attn_threshold=attn_threshold, copy_threshold=copy_threshold,
                             faithfulness=faithfulness)
-    _prepare("circuits", model, out, config)
+    _prepare("circuits", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.circuits import run_circuits
 
@@ -394,17 +397,30 @@ def repair(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
 
     config = RepairConfig(prompts=prompts, ioi_prompts=ioi_prompts, circuit=None if circuit is None else str(circuit),
                           draws=draws, n_inhibition=n_inhibition, seed=seed, keep=keep)
-    _prepare("repair", model, out, config)
+    _prepare("repair", model, out, config, device, threads)
     m = _load(model, device, threads)
     from interp.jobs.circuits import run_repair
 
     _echo_paths(run_repair(m, out, config, progress=not quiet))
 
 
+_GROUP: dict[int, object] = {}
+
+
+def command_group():
+    """The click group of ``app``, built once per set of registered verbs (building it takes ~20 ms a call,
+    most of a rejected command's time)."""
+    key = len(app.registered_commands)
+    if key not in _GROUP:
+        _GROUP.clear()
+        _GROUP[key] = typer.main.get_command(app)
+    return _GROUP[key]
+
+
 def expand_lists(argv: list[str]) -> list[str]:
     """``--lengths 1000 2000`` → ``--lengths 1000 --lengths 2000`` for every multi-value option of the verb."""
     # typer may vendor its own click, so options are recognized by their attributes, not their class
-    group = typer.main.get_command(app)
+    group = command_group()
     cmd = getattr(group, "commands", {}).get(argv[0]) if argv else None
     if cmd is None:
         return argv
@@ -457,12 +473,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted run: the same arguments, plus ``--resume`` for a verb that
+    needs it to continue (declared by having that flag), shell-quoted so it can be pasted."""
+    import shlex
+
+    group = command_group()
+    cmd = getattr(group, "commands", {}).get(argv[0]) if argv else None
+    flags = {o for p in getattr(cmd, "params", []) for o in getattr(p, "opts", [])}
+    extra = ["--resume"] if "--resume" in flags and "--resume" not in argv else []
+    return "interp " + shlex.join([*argv, *extra])
+
+
 def _run(argv: list[str]) -> int:
     """Run one command; return its exit code, printing one line for any failure."""
     try:
-        code = app(args=expand_lists(argv), standalone_mode=False)
+        code = command_group()(args=expand_lists(argv), standalone_mode=False)
     except (Interrupted, KeyboardInterrupt, typer.Abort):
-        print(INTERRUPTED, file=sys.stderr)
+        print(f"{INTERRUPTED} {resume_command(argv)}", file=sys.stderr)
         return 130
     except InterpError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,7 +18,15 @@ from typing import Sequence
 import torch
 
 from interp.errors import InputError, UnknownNameError
-from interp.types import HeadId
+from interp.types import HeadId, finite_scalar
+
+
+def _head_and_scalar(value, name: str) -> None:
+    """A query ``HeadId`` and a finite number in ``name``: checked when an edit is built."""
+    owner = type(value).__name__
+    if not isinstance(value.head, HeadId):
+        raise InputError(f"{owner} needs a HeadId (a query head, e.g. HeadId(9, 6)), got {value.head!r}")
+    object.__setattr__(value, name, finite_scalar(owner, name, getattr(value, name)))
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,9 @@ class ScaleHeadOutput:
 
     head: HeadId
     factor: float = 1.0
+
+    def __post_init__(self):
+        _head_and_scalar(self, "factor")
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,9 @@ class ScaleSegment:
     factor: float = 1.0
     mode: str = "renormalize"
 
+    def __post_init__(self):
+        _head_and_scalar(self, "factor")
+
 
 @dataclass(frozen=True)
 class MixUniform:
@@ -50,6 +64,9 @@ class MixUniform:
     head: HeadId
     strength: float = 1.0
 
+    def __post_init__(self):
+        _head_and_scalar(self, "strength")
+
 
 @dataclass(frozen=True)
 class MixIdentity:
@@ -57,6 +74,9 @@ class MixIdentity:
 
     head: HeadId
     strength: float = 1.0
+
+    def __post_init__(self):
+        _head_and_scalar(self, "strength")
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,15 @@ def read_image_file(path: str | Path):
     if not path.is_file():
         raise InputError(f"{label} does not exist; pass the path of a PNG/JPEG file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
+        with warnings.catch_warnings():
+            # between Pillow's limit and twice it Pillow only warns; such an image is refused here as well
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return im.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{label} has more pixels than the limit of {Image.MAX_IMAGE_PIXELS} (Pillow's guard against "
+                         f"decompression bombs); pass a smaller image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{label} is not a readable image ({type(e).__name__}); pass a valid PNG/JPEG file") from None
 

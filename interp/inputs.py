@@ -24,6 +24,9 @@ class Batch:
 
 def to_batch(model, inputs: Inputs, *, padding_side: str = "right", attention_mask: torch.Tensor | None = None) -> Batch:
     """Tokenize (or check) ``inputs``; uneven texts are padded on ``padding_side``."""
+    if not hasattr(model, "parameters") or not hasattr(model, "tokenizer"):
+        raise InputError(f"expected a model from interp.load_model, got a {type(model).__name__}; load it first, "
+                         f"e.g. model = interp.load_model('smollm2-135m')")
     if padding_side not in ("left", "right"):
         raise InputError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     if isinstance(inputs, torch.Tensor):

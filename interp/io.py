@@ -1,4 +1,6 @@
-"""Atomic writes: a reader (or a crash) never sees a half-written result file or directory."""
+"""Atomic writes: a reader (or a crash) never sees a half-written result file or directory. And the one
+loader of files another run wrote (:func:`read_table`, :func:`read_json_file`, :func:`read_results`): format,
+schema and non-emptiness checked, every failure one line naming the file and what it lacks."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,32 +65,84 @@ def write_parquet(path: str | Path, df: "pd.DataFrame") -> Path:
     return Path(path)
 
 
-def read_results(path: str | Path) -> "pd.DataFrame":
-    """A tidy result table from a parquet file, or InputError naming what is wrong: a missing or unreadable
-    file, the tidy columns it lacks (``interp.schema.REQUIRED``), a non-numeric or NaN ``value``."""
+def read_table(path: str | Path, what: str, columns: Sequence[str] = (), *, fix: str = "", allow_empty: bool = False) -> "pd.DataFrame":
+    """A parquet table another run wrote, checked: the file exists and is a file, reads as parquet, has
+    ``columns`` and (unless ``allow_empty``) at least one row. Every failure is one ``InputError`` line naming
+    ``what`` (e.g. ``"--circuit's circuit.parquet"``), the file, the problem (the missing columns) and ``fix``."""
+    path = Path(path).expanduser()
+    fix = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise InputError(f"{what} {str(path)!r} does not exist or is not a file{fix}")
     import pandas as pd
     import pyarrow
 
-    from interp.schema import REQUIRED, validate_frame
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"{str(path)!r} does not exist or is not a file; pass a results .parquet file")
     try:
         df = pd.read_parquet(path)
     except (OSError, ValueError, pyarrow.ArrowException) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{str(path)!r} is not a readable parquet file ({first[:200]}); pass a results .parquet file") from None
+        raise InputError(f"{what} {str(path)!r} is not a readable parquet file ({first[:160]}){fix}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(f"{what} {str(path)!r} lacks the columns {', '.join(missing)} (it has "
+                         f"{', '.join(map(str, df.columns[:8])) or 'none'}){fix}")
+    if df.empty and not allow_empty:
+        raise InputError(f"{what} {str(path)!r} holds no rows{fix}")
+    return df
+
+
+def read_json_file(path: str | Path, what: str, keys: Sequence[str] = (), *, fix: str = "") -> dict:
+    """A JSON object another run wrote (a manifest, ``run.json``), checked for ``keys``; one-line errors."""
+    path = Path(path).expanduser()
+    fix = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise InputError(f"{what} {str(path)!r} does not exist or is not a file{fix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{what} {str(path)!r} is not readable JSON ({first[:120]}){fix}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {str(path)!r} holds a JSON {type(data).__name__}, not an object{fix}")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise InputError(f"{what} {str(path)!r} lacks the keys {', '.join(missing)}{fix}")
+    return data
+
+
+# a layer or head index past this is no model's: a table holding one is corrupt (and would draw a huge heatmap)
+MAX_INDEX = 100_000
+
+
+def read_results(path: str | Path, *, plot: bool = False) -> "pd.DataFrame":
+    """A tidy result table from a parquet file, or InputError naming what is wrong: a missing or unreadable
+    file, the tidy columns it lacks (``interp.schema.REQUIRED``), no rows, a non-numeric, NaN or infinite
+    ``value``, a layer or head index no model has."""
+    import numpy as np
+
+    from interp.schema import REQUIRED, validate_frame
+
+    fix = "pass a table written by an interp job or built with interp.schema.make_frame"
+    df = read_table(path, "results file", fix=fix, allow_empty=True)
+    name = str(Path(path).expanduser())
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise InputError(f"{str(path)!r} lacks the tidy columns {', '.join(missing)} (a result needs "
-                         f"{', '.join(REQUIRED)}); pass a table written by an interp job or built with interp.schema.make_frame")
+        raise InputError(f"{name!r} lacks the tidy columns {', '.join(missing)} (a result needs {', '.join(REQUIRED)}); {fix}")
     if df.empty:
-        raise InputError(f"{str(path)!r} holds no rows; nothing to plot")
+        raise InputError(f"{name!r} holds no rows; nothing to {'plot' if plot else 'read'}")
     try:
-        return validate_frame(df)
+        df = validate_frame(df)
     except InputError as e:
-        raise InputError(f"{str(path)!r}: {e}") from None
+        raise InputError(f"{name!r}: {e}") from None
+    vals = df["value"].to_numpy(dtype=float)
+    if np.isinf(vals).any():
+        bad = df.loc[np.isinf(vals), "metric"].unique()[:5]
+        raise InputError(f"{name!r} holds infinite values for metrics {list(bad)}; drop or clip them before "
+                         f"{'plotting' if plot else 'reading'}")
+    for col in ("layer", "head"):
+        top = int(df[col].max())
+        if top >= MAX_INDEX:
+            raise InputError(f"{name!r} has {col} {top}, past any model's (at most {MAX_INDEX - 1}); the table is corrupt")
+    return df
 
 
 def _umask() -> int:

@@ -51,6 +51,37 @@ def set_threads(threads: int | str | None) -> int:
     return n
 
 
+def torch_has_cuda() -> bool | None:
+    """Whether the installed torch was built with CUDA, read from ``torch/version.py`` without importing torch
+    (None when that file cannot be read)."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("torch")
+        text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+    except Exception:
+        return None
+    m = re.search(r"^cuda\s*(?::[^=]*)?=\s*(.+)$", text, re.M)
+    return None if m is None else m.group(1).strip() not in ("None", "'None'")
+
+
+def precheck_device(device: str | None) -> None:
+    """The device checks that need no model, cheapest first: the name, then (for CUDA) the torch build read from
+    disk, and only then ``torch.cuda.is_available()`` (torch imported lazily). Runs before the model load."""
+    if device is None:
+        return
+    name = str(device).strip().lower()
+    kind = name.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:N')")
+    if kind == "cuda" and torch_has_cuda() is False:
+        raise InputError(f"device {device!r} is not available: this torch build has no CUDA; use device 'cpu'")
+    if kind != "cpu":
+        check_device(device)
+
+
 def check_device(device):
     """A ``torch.device`` that exists here, or InputError naming what is available."""
     import torch
@@ -75,4 +106,5 @@ def check_device(device):
     return dev
 
 
-__all__ = ["auto_threads", "resolve_threads", "set_threads", "check_device", "available_cores"]
+__all__ = ["auto_threads", "resolve_threads", "set_threads", "check_device", "precheck_device", "torch_has_cuda",
+           "available_cores"]

@@ -18,6 +18,9 @@ class HeadId:
     layer: int
     head: int
 
+    def __post_init__(self):
+        _index(self, "HeadId")
+
     def __str__(self) -> str:
         return f"L{self.layer}H{self.head}"
 
@@ -104,3 +107,44 @@ def site(name: str) -> Site:
 
 def hook_name(name: str, layer: int) -> str:
     return site(name).hook.format(l=layer)
+
+
+def _index(value, owner: str) -> None:
+    """``layer`` and ``head`` as non-negative ints (numpy and torch integers accepted), or InputError."""
+    import numbers
+
+    for name in ("layer", "head"):
+        v = getattr(value, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) and not (hasattr(v, "item") and getattr(v, "ndim", 1) == 0
+                                                                           and not getattr(v, "is_floating_point", lambda: True)()):
+            raise InputError(f"{owner}: {name} must be an integer, got {v!r} ({type(v).__name__}); e.g. {owner}(9, 6)")
+        if int(v) < 0:
+            raise InputError(f"{owner}: {name} must be >= 0, got {int(v)}")
+        object.__setattr__(value, name, int(v))
+
+
+def finite_scalar(owner: str, name: str, value) -> float:
+    """``value`` as a float, or InputError for a non-number, NaN or ±inf (checked when a value is built, so a
+    NaN never reaches the logits)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_scalar_tensor(value):
+        raise InputError(f"{owner}: {name} must be a number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InputError(f"{owner}: {name} must be a finite number, got {v}")
+    return v
+
+
+def finite_tensor(owner: str, name: str, tensor):
+    """``tensor`` unchanged, or InputError when it holds NaN or ±inf (a steering vector fit on degenerate data)."""
+    import torch
+
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        n = int((~torch.isfinite(tensor)).sum())
+        raise InputError(f"{owner}: {name} holds {n} non-finite values (NaN or inf); recompute it from data that varies")
+    return tensor
+
+
+def _is_scalar_tensor(value) -> bool:
+    return hasattr(value, "numel") and hasattr(value, "item") and value.numel() == 1

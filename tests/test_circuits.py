@@ -108,10 +108,14 @@ from interp.cli import main  # noqa: E402
 def _fake_circuit_dir(path, model):
     import json
 
+    import pandas as pd
+
     path.mkdir()
     (path / "manifest.json").write_text(json.dumps({"verb": "circuits", "key": "x", "config": {"model": model, "task": "ioi"}}))
-    for name in ("circuit.parquet", "patching.parquet"):
-        (path / name).write_bytes(b"")
+    pd.DataFrame({"layer": [1, 2], "head": [0, 1], "stage": [1, 2], "class": ["name mover", "S-inhibition"],
+                  "effect": [0.5, 0.3], "copy_score": [0.8, -0.1]}).to_parquet(path / "circuit.parquet")
+    pd.DataFrame({"model": model, "task": "ioi", "layer": [1, 2], "head": [0, 1], "metric": "path_patch",
+                  "value": [0.5, 0.3], "condition": ["stage1", "stage2"]}).to_parquet(path / "patching.parquet")
     return path
 
 
@@ -137,13 +141,14 @@ def test_reuse_refuses_circuits_of_different_models(capsys, tmp_path):
     assert e.value.code == 2 and "different models" in err and "\n" not in err
     with pytest.raises(SystemExit) as e:
         main(["reuse", str(a), str(tmp_path), "--out", str(tmp_path / "o")])
-    assert e.value.code == 2 and "not an `interp circuits` result folder" in capsys.readouterr().err
+    assert e.value.code == 2 and "DIR_B's manifest" in capsys.readouterr().err
 
 
 def test_tokenizer_without_single_token_names_exits_2(tiny_dir, capsys, tmp_path):
     for task in ("ioi", "colored-objects"):
         with pytest.raises(SystemExit) as e:
-            main(["circuits", "--model", str(tiny_dir), "--task", task, "--prompts", "2", "--out", str(tmp_path / task), "--threads", "1"])
+            main(["circuits", "--model", str(tiny_dir), "--task", task, "--prompts", "2", "--stages", "2", "--keep", "4", "--out", str(tmp_path / task),
+                  "--threads", "1"])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and "single" in err and "\n" not in err
 

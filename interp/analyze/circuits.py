@@ -239,6 +239,14 @@ def atp_scores(model, task: CircuitTask) -> pd.DataFrame:
     return df.assign(value=df["value"] / (scale if abs(scale) > 1e-12 else 1.0), condition="atp")
 
 
+def _stopped_early(info: dict, done: int, asked: int, why: str) -> None:
+    """Fewer stages than asked is a finding, not a clamp: said in a warning and recorded in ``info``."""
+    import warnings
+
+    info["stopped_early"] = f"{done} of {asked} stages: {why}"
+    warnings.warn(f"circuit discovery stopped after {done} of {asked} stages: {why}", stacklevel=3)
+
+
 def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitParams(), *, store=None,
                      progress: bool = False) -> Circuit:
     """Path patching backwards from the logits, ``params.n_stages`` stages; ``store`` (a ResumableTable) keeps
@@ -273,6 +281,7 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
         top = model.cfg.n_layers if recv is None else max(r[1] for r in recv)
         eligible = [h for h in _all_heads(model) if h.layer < top]
         if not eligible:
+            _stopped_early(info, stage - 1, params.n_stages, "no head lies below the previous stage's receivers")
             break
         cands = sorted(eligible, key=lambda h: -scores[h])[:params.keep] if scores is not None else eligible
         t = time.perf_counter()
@@ -297,6 +306,8 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
                                "senders_eligible": len(eligible), "senders_patched": len(cands),
                                "seconds": time.perf_counter() - t})
         if effects.empty:
+            if stage < params.n_stages:
+                _stopped_early(info, stage, params.n_stages, f"no sender of stage {stage} reaches --min-effect {params.min_effect}")
             break
         kept = [HeadId(int(l), int(h)) for l, h in zip(effects["layer"], effects["head"])]
         chosen_rows += [{"layer": h.layer, "head": h.head, "stage": stage, "effect": float(v)}

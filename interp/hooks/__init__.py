@@ -80,6 +80,9 @@ def capture(model, inputs: Inputs, spec: CaptureSpec | None = None, *, padding_s
             return_logits: bool = True) -> Capture:
     """Run ``model`` once on ``inputs`` and keep only what ``spec`` selects."""
     spec = spec or CaptureSpec()
+    if not isinstance(spec, CaptureSpec):
+        hint = f"CaptureSpec(sites=({spec!r},))" if isinstance(spec, str) else "CaptureSpec(sites=('z',))"
+        raise InputError(f"capture's spec must be a CaptureSpec, got a {type(spec).__name__}; pass {hint}")
     batch = to_batch(model, inputs, padding_side=padding_side)
     layers, heads, positions = _resolve(model, spec, batch)
     store: dict[tuple[str, int], torch.Tensor] = {}

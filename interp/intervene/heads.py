@@ -32,12 +32,21 @@ Metric = Callable[[torch.Tensor], "torch.Tensor | float"]
 
 def scalar(value, what: str = "metric") -> float:
     """The metric's value as a float, or a one-line error."""
-    t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value)
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        raise InputError(f"{what} must return a number (a float or a one-element tensor), but it returned a "
+                         f"{type(value).__name__}: {str(value)[:40]!r}")
+    try:
+        t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"{what} must return a number (a float or a one-element tensor), but it returned a "
+                         f"{type(value).__name__}") from None
+    if t.is_complex() or t.dtype == torch.bool:
+        raise InputError(f"{what} must return a real number, but it returned a {t.dtype} tensor")
     if t.numel() != 1:
         raise InputError(f"{what} must return a scalar, but it returned shape {list(t.shape)}; reduce it, e.g. with .mean()")
     v = float(t)
-    if v != v:
-        raise InputError(f"{what} returned NaN; check that it reads only real tokens and valid answer ids")
+    if v != v or v in (float("inf"), float("-inf")):
+        raise InputError(f"{what} returned {v}; check that it reads only real tokens and valid answer ids")
     return v
 
 
@@ -214,6 +223,12 @@ def sweep_heads(model, inputs, make_edit, metric: Metric, heads: Sequence[HeadId
     ``df.attrs["clean"]``."""
     from interp.models import model_name
     from interp.schema import make_frame
+
+    if not callable(metric):
+        raise InputError(f"metric must be a function of the logits returning a number, got a {type(metric).__name__}")
+    if not callable(make_edit) and not isinstance(make_edit, (list, tuple)):
+        raise InputError(f"make_edit must be a function of a HeadId returning an edit (or a list of edits), got a "
+                         f"{type(make_edit).__name__}")
 
     if callable(make_edit):
         heads = list(heads) if heads is not None else [HeadId(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]

@@ -229,6 +229,9 @@ def run(model, inputs, edits=(), capture=None, *, attention_mask: torch.Tensor |
     from interp.hooks import Capture, CaptureSpec, _resolve, row_positions
     from interp.models import model_name
 
+    if capture is not None and not isinstance(capture, CaptureSpec):
+        hint = f"CaptureSpec(sites=({capture!r},))" if isinstance(capture, str) else "CaptureSpec(sites=('z',))"
+        raise InputError(f"capture must be a CaptureSpec, got a {type(capture).__name__}; pass capture={hint}")
     batch = to_batch(model, inputs, padding_side=padding_side, attention_mask=attention_mask)
     edits = C.flatten(edits)
     sites = () if capture is None else capture.sites
@@ -236,8 +239,6 @@ def run(model, inputs, edits=(), capture=None, *, attention_mask: torch.Tensor |
     plan = Plan.build(model, [edits + (active_edits(model) if engine == "hf" else [])], batch.tokens.shape[0], sites, engine)
     store: dict = {}
     if capture is not None:
-        if not isinstance(capture, CaptureSpec):
-            raise InputError(f"capture must be a CaptureSpec, got {type(capture).__name__}")
         layers, heads, positions = _resolve(model, capture, batch)
         rows = None if positions is None else row_positions(positions, batch.attention_mask)
         plan.add_reads(capture, store, layers, heads, rows)

@@ -69,7 +69,12 @@ def probe_heads(model, pos_prompts, neg_prompts, *, val_fraction: float = 0.3, s
         raise InputError("probe_heads needs at least 2 positive and 2 negative prompts")
     if not 0 < val_fraction < 1:
         raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    both = sorted(set(pos) & set(neg))
+    if both:
+        raise InputError(f"probe_heads: {len(both)} prompt(s) are in both classes (e.g. {both[0][:40]!r}); the classes "
+                         f"must differ, or the probes learn noise")
     z = last_token_site(model, pos + neg, "z")  # [n layer head d]
+    _require_separable(z, len(pos))
     y = np.array([1] * len(pos) + [0] * len(neg))
     val, train = _stratified_split(y, val_fraction, seed)
     L, H, d = z.shape[1:]
@@ -91,6 +96,16 @@ def probe_heads(model, pos_prompts, neg_prompts, *, val_fraction: float = 0.3, s
     return HeadProbes(model_name(model), frame, direction, weight, bias, sigma, val_acc)
 
 
+def _require_separable(z: torch.Tensor, n_pos: int) -> None:
+    """InputError when no head's ``z`` differs between the classes (e.g. prompts that differ only before a
+    shared last token window the model cannot see): every probe would fit noise."""
+    shift = (z[:n_pos].mean(0) - z[n_pos:].mean(0)).norm(dim=-1)  # [layer head]
+    scale = z.std(0).norm(dim=-1).clamp_min(1e-12)  # [layer head]
+    if not bool((shift > 1e-6 * scale).any()) or not bool(torch.isfinite(z).all()):
+        raise InputError("probe_heads: the two classes give the same head outputs at the last token in every head; "
+                         "pass prompts whose classes differ")
+
+
 def _stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Validation/train indices holding ``val_fraction`` of each class (at least one of each on both sides).
     An unstratified split of a few dozen prompts can leave the validation set's majority the training set's
@@ -107,7 +122,14 @@ def _stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np
 
 def iti_edits(probes: HeadProbes, k: int = 48, alpha: float = 15.0, positions=None) -> list[AddToHead]:
     """ITI: ``AddToHead(h, σ_h·θ_h, alpha)`` for the top-``k`` heads by validation accuracy."""
+    from interp.types import finite_scalar
+
+    finite_scalar("iti_edits", "alpha", alpha)
+    if not isinstance(probes, HeadProbes):
+        raise InputError(f"iti_edits needs the HeadProbes of probe_heads(model, pos, neg), got a {type(probes).__name__}")
     n = probes.val_acc.numel()
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise InputError(f"k must be an integer number of heads, got {k!r}")
     if not 1 <= k <= n:
         raise InputError(f"k must lie in 1..{n} (the number of heads), got {k}")
     return [AddToHead(h, probes.sigma[h.layer, h.head] * probes.direction[h.layer, h.head], alpha, positions) for h in probes.top(k)]

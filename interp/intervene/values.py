@@ -23,7 +23,7 @@ from typing import Any, Union
 import torch
 
 from interp.errors import InputError
-from interp.types import HeadId, KVGroup, site
+from interp.types import HeadId, KVGroup, finite_scalar, finite_tensor, site
 
 HeadLike = Union[HeadId, KVGroup, int, None]
 
@@ -43,6 +43,15 @@ def _short(val: Any) -> str:
     if hasattr(val, "tensors") and hasattr(val, "model"):
         return f"<{type(val).__name__} of {val.model}>"
     return str(val)
+
+
+def _vector(owner: str, vector) -> torch.Tensor:
+    """A float32 copy of a steering vector, or InputError for a non-numeric or non-finite one."""
+    try:
+        vec = torch.as_tensor(vector, dtype=torch.float32).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"{owner}: vector must be a tensor or a list of numbers, got a {type(vector).__name__}") from None
+    return finite_tensor(owner, "vector", vec)
 
 
 class _Value:
@@ -159,9 +168,10 @@ class AddToHead(_Value):
     def __post_init__(self):
         if not isinstance(self.head, HeadId):
             raise InputError(f"AddToHead needs a HeadId (a query head), got {self.head!r}")
-        object.__setattr__(self, "vector", torch.as_tensor(self.vector, dtype=torch.float32).detach())
+        object.__setattr__(self, "vector", _vector("AddToHead", self.vector))
         if self.vector.ndim != 1:
             raise InputError(f"AddToHead vector must be [d_head], got shape {list(self.vector.shape)}")
+        object.__setattr__(self, "alpha", finite_scalar("AddToHead", "alpha", self.alpha))
         object.__setattr__(self, "positions", _positions(self.positions))
 
 
@@ -181,7 +191,8 @@ class AddVector(_Value):
         s = site(self.site)
         if s.per_head:
             raise InputError(f"AddVector acts on residual-width sites, not {self.site!r}; use AddToHead for a head")
-        vec = torch.as_tensor(self.vector, dtype=torch.float32).detach()
+        vec = _vector("AddVector", self.vector)
+        object.__setattr__(self, "alpha", finite_scalar("AddVector", "alpha", self.alpha))
         if vec.ndim not in (1, 2):
             raise InputError(f"AddVector vector must be [d_model] or [n, d_model], got shape {list(vec.shape)}")
         pos = _positions(self.positions)

@@ -58,7 +58,12 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     steps.update()
 
     parts = [det, att]
-    if config.niah_lengths and is_causal(model):  # retrieval heads are defined through generation
+    skipped = _retrieval_skipped(model, config)
+    if skipped:
+        import warnings
+
+        warnings.warn(skipped, stacklevel=2)
+    elif config.niah_lengths:
         steps.set_postfix_str("retrieval (NIAH)")
         parts.append(_retrieval(model, config))
         timings["retrieval_s"] = time.perf_counter() - t0 - timings["detectors_s"] - timings["attention_s"]
@@ -67,16 +72,25 @@ def run_atlas(model, out: str | Path, config: AtlasConfig = AtlasConfig(), *, pr
     steps.update()
 
     steps.set_postfix_str("report")
+    intro = _intro(model, df) + (f"<p><b>Note:</b> {html.escape(skipped)}.</p>" if skipped else "")
     paths["report"] = write_report(out / "report.html", f"Head atlas · {model_name(model)}", _sections(model, df, tokens, config),
-                                   intro=_intro(model, df))
+                                   intro=intro)
     steps.update()
     steps.close()
     timings["total_s"] = time.perf_counter() - t0
     inputs = {"detectors": f"{config.batch} × random sequences of {config.seq_len} tokens, repeated (seed {config.seed})",
               "detector_tokens": config.batch * (2 * config.seq_len + 1), "prose": "data/prose.txt",
-              "prose_tokens": int(tokens.shape[1])}
+              "prose_tokens": int(tokens.shape[1]), **({"retrieval_skipped": skipped} if skipped else {})}
     paths["run"] = write_run(od, model, inputs=inputs, timings=timings)
     return paths
+
+
+def _retrieval_skipped(model, config: AtlasConfig) -> str | None:
+    """Why the retrieval score is not computed for this model (None when it is, or was not asked for)."""
+    if config.niah_lengths and not is_causal(model):
+        return (f"retrieval score skipped: {model_name(model)} is not a causal language model, and retrieval heads are "
+                f"found by generating answers (needle in a haystack), which it cannot do")
+    return None
 
 
 def _sink_metrics(st) -> pd.DataFrame:

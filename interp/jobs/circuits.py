@@ -77,15 +77,14 @@ def run_reuse(out: str | Path, config: ReuseConfig) -> dict[str, Path]:
     from dataclasses import asdict
 
     from interp.analyze.reuse import circuit_reuse
-    from interp.jobs.circuits_config import read_circuit_dir
+    from interp.jobs.circuits_config import read_circuit_dir, read_circuit_tables
     from interp.plot.circuits import reuse_figure
     from interp.plot.export import write_report
 
     cfg_a = read_circuit_dir(config.dir_a)
     od = claim(out, "reuse", {"model": cfg_a.get("model"), **asdict(config)})
     t0 = time.perf_counter()
-    pa, pb = (pd.read_parquet(Path(d) / "patching.parquet") for d in (config.dir_a, config.dir_b))
-    ha, hb = (pd.read_parquet(Path(d) / "circuit.parquet") for d in (config.dir_a, config.dir_b))
+    (ha, pa), (hb, pb) = read_circuit_tables(config.dir_a, "DIR_A"), read_circuit_tables(config.dir_b, "DIR_B")
     n_layers = int(max(pa["layer"].max(), pb["layer"].max())) + 1
     n_heads = int(max(pa["head"].max(), pb["head"].max())) + 1
     n_total = _n_total(cfg_a, n_layers * n_heads)
@@ -134,11 +133,18 @@ def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool =
     t0 = time.perf_counter()
     store = ResumableTable(od.parts_dir)
     if config.circuit is not None:
-        heads = pd.read_parquet(Path(config.circuit) / "circuit.parquet")
+        from interp.jobs.circuits_config import read_circuit_tables
+
+        heads = read_circuit_tables(config.circuit, "--circuit")[0]
     else:
         heads = cached(store, "ioi-circuit", lambda: discover_circuit(
             model, ioi_task(model, config.ioi_prompts, config.seed), CircuitParams(keep=config.keep), progress=progress).heads)
     inh, neg, movers = repair_heads(heads, config.n_inhibition)
+    if len(inh) < config.n_inhibition:
+        import warnings
+
+        warnings.warn(f"--n-inhibition {config.n_inhibition}: the IOI circuit has only {len(inh)} stage-2 heads; using those",
+                      stacklevel=2)
     data = colored_objects(model, config.prompts, seed=config.seed + 1)
     df = repair_experiment(model, data, inh, neg, movers, draws=config.draws, seed=config.seed, store=store, progress=progress)
     summary = repair_summary(df)

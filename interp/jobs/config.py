@@ -14,19 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from interp.errors import InputError
+from interp.jobs.domain import SEED, Checked, config, num
 from interp.models.spec import ModelSpec
 from interp.tasks.sources import NiahConfig, load_needles, read_text_file
-
-
-def _at_least(**values: int) -> None:
-    for name, (v, lo) in values.items():
-        if v < lo:
-            raise InputError(f"--{name.replace('_', '-')} must be at least {lo}, got {v}")
-
-
-def _unit_interval(name: str, v: float) -> None:
-    if not 0.0 < v < 1.0:
-        raise InputError(f"--{name} must lie strictly between 0 and 1, got {v}")
 
 
 def file_digest(path: str | Path | None) -> str | None:
@@ -56,21 +46,19 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-@dataclass(frozen=True)
-class AtlasConfig:
-    seed: int = 0
-    seq_len: int = 40  # length of the random sequence that is repeated for the detectors
-    batch: int = 4
-    text_tokens: int = 256  # tokens of shipped prose for entropy, sink mass and the prose previous-token score
-    view_heads: int = 3  # top heads per detector shown in the pattern viewer
-    view_tokens: int = 48
+@config
+class AtlasConfig(Checked):
+    seed: int = num(0, **SEED)
+    seq_len: int = num(40, lo=2)  # length of the random sequence that is repeated for the detectors
+    batch: int = num(4, lo=1, hi=256, why="prompts per detector batch")
+    text_tokens: int = num(256, lo=2, model="context")  # shipped prose for entropy, sink mass and prose previous-token
+    view_heads: int = num(3, lo=1, model="heads")  # top heads per detector shown in the pattern viewer
+    view_tokens: int = num(48, lo=2, model="context")
     niah_lengths: tuple[int, ...] = (600,)  # built-in NIAH run for the retrieval score; () skips it
     niah_depths: tuple[float, ...] = (25, 75)
-    niah_needles: int = 2
+    niah_needles: int = num(2, lo=1, hi=100, why="needles in one NIAH run")
 
     def __post_init__(self):
-        _at_least(seq_len=(self.seq_len, 2), text_tokens=(self.text_tokens, 2), batch=(self.batch, 1),
-                  view_tokens=(self.view_tokens, 2))
         if self.niah_lengths:
             NiahConfig(self.niah_lengths, self.niah_depths)
 
@@ -94,44 +82,55 @@ class AtlasConfig:
         return 4 * self.batch * spec.n_heads * n * n * (spec.n_layers + 3)
 
 
-@dataclass(frozen=True)
-class ProbeConfig:
+@config
+class ProbeConfig(Checked):
     """Inputs of ``interp sinks`` and ``interp entropy``: pydoc chunks, or the first tokens of a text file."""
 
-    prompts: int = 8
-    tokens: int = 64
+    prompts: int = num(8, lo=1, hi=4096, why="one forward pass each; the pydoc text holds under 2000 64-token chunks")
+    tokens: int = num(64, lo=2, model="context")
     text: str | None = None  # absolute path of a UTF-8 text file
     text_sha: str | None = None
 
     def __post_init__(self):
-        _at_least(prompts=(self.prompts, 1), tokens=(self.tokens, 2))
         if self.text is not None:
             read_text_file(self.text, "--text")
             object.__setattr__(self, "text", _abs(self.text))
             object.__setattr__(self, "text_sha", file_digest(self.text))
 
     def check(self, spec: ModelSpec) -> None:
-        spec.require_fits(self.tokens, f"--tokens {self.tokens}")
+        if self.text is None:
+            self._check_pydoc_tokens(spec)
+
+    def _check_pydoc_tokens(self, spec: ModelSpec) -> None:
+        """The pydoc chunks must exist: a request that could fit is counted with the tokenizer alone (~0.2 s)."""
+        from interp.jobs.prompts import count_tokens
+        from interp.tasks.sources import pydoc_text
+
+        need = self.prompts * (self.tokens - 1)  # the BOS of each chunk is not drawn from the text
+        if need <= 20_000:  # far below the ~110 k tokens our tokenizers make of its ~465 k characters
+            return
+        text = pydoc_text()
+        if need > len(text):  # a token covers at least one character: no need to count
+            have = f"{len(text)} characters, so fewer tokens"
+        else:
+            n = count_tokens(spec, text)
+            have = None if n is None or need <= n else f"{n} tokens"
+        if have is not None:
+            raise InputError(f"--prompts {self.prompts} × --tokens {self.tokens} needs {need} tokens of Python's pydoc text, "
+                             f"which holds {have}; ask for fewer, or pass --text")
 
 
-@dataclass(frozen=True)
+@config
 class SinksConfig(ProbeConfig):
-    eps: float = 0.3
-    tau: float = 0.1
-    ratio: float = 20.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        _unit_interval("eps", self.eps)
-        _unit_interval("tau", self.tau)
-        if self.ratio <= 1:
-            raise InputError(f"--ratio must be above 1 (a multiple of the layer median), got {self.ratio}")
+    eps: float = num(0.3, lo=0, hi=1, lo_open=True, hi_open=True)
+    tau: float = num(0.1, lo=0, hi=1, lo_open=True, hi_open=True)
+    ratio: float = num(20.0, lo=1, lo_open=True, hi=10_000, why="a multiple of the layer median norm; no activation is that large")
 
 
-@dataclass(frozen=True)
+@config
 class EntropyConfig(ProbeConfig):
-    collapse: float = 0.1
-    overload: float = 0.9
+    collapse: float = num(0.1, lo=0, hi=1)
+    overload: float = num(0.9, lo=0, hi=1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -139,21 +138,20 @@ class EntropyConfig(ProbeConfig):
             raise InputError(f"need 0 <= --collapse < --overload <= 1, got {self.collapse} and {self.overload}")
 
 
-@dataclass(frozen=True)
-class RetrievalConfig:
+@config
+class RetrievalConfig(Checked):
     niah: NiahConfig = field(default_factory=NiahConfig)
     needles: str | None = None  # JSONL path; None = the shipped data/needles.jsonl
-    n_needles: int = 3
+    n_needles: int = num(3, lo=1, hi=1000, why="one NIAH grid per needle")
     haystack: str | None = None  # UTF-8 text path; None = Python's pydoc topics
-    mask_top: tuple[int, ...] = ()
-    mask_random: tuple[int, ...] = ()
-    draws: int = 3
-    seed: int = 0
+    mask_top: tuple[int, ...] = num((), lo=1, model="heads")
+    mask_random: tuple[int, ...] = num((), lo=1, model="heads")
+    draws: int = num(3, lo=1, hi=100, why="each draw reruns the NIAH grid")
+    seed: int = num(0, **SEED)
     needles_sha: str | None = None
     haystack_sha: str | None = None
 
     def __post_init__(self):
-        _at_least(n_needles=(self.n_needles, 1), draws=(self.draws, 1))
         found = load_needles(self.needles)
         if self.n_needles > len(found):
             raise InputError(f"--n-needles {self.n_needles} exceeds the {len(found)} needles in the file; lower it")
@@ -169,19 +167,14 @@ class RetrievalConfig:
     def check(self, spec: ModelSpec) -> None:
         spec.require_causal("retrieval")
         spec.require_fits(max(self.niah.lengths) + self.niah.max_new_tokens, f"--lengths {max(self.niah.lengths)} plus the answer")
-        total = (spec.n_layers or 0) * (spec.n_heads or 0)
-        for opt, ks in (("--mask-top", self.mask_top), ("--mask-random", self.mask_random)):
-            for k in ks:
-                if total and not 1 <= k <= total:
-                    raise InputError(f"{opt} {k} is out of range: {spec.name!r} has {total} heads; use 1..{total}")
 
 
-@dataclass(frozen=True)
-class CaptureConfig:
-    prompts: tuple[str, ...]
+@config
+class CaptureConfig(Checked):
+    prompts: tuple[str, ...] = ()
     sites: tuple[str, ...] = ("pattern",)
-    layers: tuple[int, ...] = ()
-    heads: tuple[int, ...] = ()
+    layers: tuple[int, ...] = num((), model="layer", option="--layer")
+    heads: tuple[int, ...] = num((), model="head", option="--head")
 
     def __post_init__(self):
         from interp.types import site
@@ -197,50 +190,38 @@ class CaptureConfig:
             site(s)
 
     def check(self, spec: ModelSpec) -> None:
-        for what, values, n in (("layer", self.layers, spec.n_layers), ("head", self.heads, spec.n_heads)):
-            bad = [v for v in values if n is not None and not 0 <= v < n]
-            if bad:
-                raise InputError(f"--{what} {bad[0]} out of range: {spec.name!r} has {n} {what}s (0-{n - 1})")
+        from interp.jobs.prompts import check_prompt_lengths
+
+        check_prompt_lengths(spec, self.prompts, "--prompt")
 
 
-@dataclass(frozen=True)
-class VisionConfig:
+@config
+class VisionConfig(Checked):
     """``interp vision``: VHD / T-VHD, VHR and VAR (with random-head controls) on the shapes task.
 
     ``image`` (+ ``question``) picks the example shown with the attention overlay; by default it is the first
     trap item. ``vhr_layers`` / ``var_layers`` empty means the method's default (VHR: the first half of the
     layers; VAR: every layer but the last)."""
 
-    seed: int = 1000
-    n_ordinary: int = 10  # held-out scenes with ordinary questions (up to 4 per scene)
-    n_trap: int = 6  # trap scenes (3 questions each)
-    n_captions: int = 4
-    max_caption_tokens: int = 20
-    top_k: int = 10  # T-VHD: mean of the top-k head VHDs of a step
-    alpha: float = 2.0
-    vhr_layers: tuple[int, ...] = ()
-    p: float = 0.6
-    rho: float = 0.5
-    summ: float = 0.2
-    tau: float = 20.0
-    var_layers: tuple[int, ...] = ()
+    seed: int = num(1000, **SEED)
+    n_ordinary: int = num(10, lo=1, hi=1000, why="each scene is generated and answered")  # up to 4 questions per scene
+    n_trap: int = num(6, lo=1, hi=1000, why="each scene is generated and answered")  # trap scenes (3 questions each)
+    n_captions: int = num(4, lo=1, hi=1000, why="each caption is decoded token by token")
+    max_caption_tokens: int = num(20, lo=1, hi=512, why="a caption of a shapes scene")
+    top_k: int = num(10, lo=1, model="heads")  # T-VHD: mean of the top-k head VHDs of a step
+    alpha: float = num(2.0, lo=0, hi=100, why="a factor on head outputs; 1 is the identity")
+    vhr_layers: tuple[int, ...] = num((), model="layer")
+    p: float = num(0.6, lo=0, hi=1)
+    rho: float = num(0.5, lo=0, hi=1)
+    summ: float = num(0.2, lo=0, hi=1)
+    tau: float = num(20.0, lo=0, lo_open=True, hi=1e6, why="a threshold on an RMS-normalized activation")
+    var_layers: tuple[int, ...] = num((), model="layer")
     image: str | None = None
     question: str = "Describe the image."
     resize: bool = True
     image_sha: str | None = None
 
     def __post_init__(self):
-        _at_least(n_ordinary=(self.n_ordinary, 1), n_trap=(self.n_trap, 1), n_captions=(self.n_captions, 0),
-                  max_caption_tokens=(self.max_caption_tokens, 1), top_k=(self.top_k, 1))
-        if self.alpha < 0:
-            raise InputError(f"--alpha must be >= 0 (1 is the identity), got {self.alpha}")
-        if not 0 <= self.p <= 1:
-            raise InputError(f"--p must lie in [0, 1] (the share of sink attention VAR keeps; 1 is the identity), got {self.p}")
-        for name in ("rho", "summ"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise InputError(f"--{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.tau <= 0:
-            raise InputError(f"--tau must be positive, got {self.tau}")
         if not self.question.strip():
             raise InputError("--question is empty; pass the question asked about --image")
         object.__setattr__(self, "vhr_layers", tuple(int(x) for x in self.vhr_layers))
@@ -256,11 +237,6 @@ class VisionConfig:
         if spec.kind != "vision-language":
             raise InputError(f"`interp vision` needs a LLaVA-style vision-language model, but {spec.name!r} is a "
                              f"{spec.kind} model; pass --model tinyvlm (or a LLaVA checkpoint)")
-        n_layers = spec.n_layers
-        for opt, layers in (("--vhr-layers", self.vhr_layers), ("--var-layers", self.var_layers)):
-            bad = [l for l in layers if n_layers is not None and not 0 <= l < n_layers]
-            if bad:
-                raise InputError(f"{opt} {bad[0]} out of range: {spec.name!r} has {n_layers} layers (0-{n_layers - 1})")
         if self.image is not None:
             size = (spec.config.get("vision_config") or {}).get("image_size")
             if size is not None:
@@ -269,10 +245,32 @@ class VisionConfig:
                 check_image_size(self.image, int(size), resize=self.resize)
 
 
+@config
+class PlotConfig(Checked):
+    """``interp plot``: options besides the results file."""
+
+    top: int = num(10, lo=1, hi=1000, why="heads listed per facet in a top-heads table")
+
+
+@config
+class SweepOptions(Checked):
+    """``interp sweep``: how it runs (not what: that is the spec). Not part of the sweep's key."""
+
+    backend: str = "local"
+    workers: int = num(2, lo=1, hi=256, why="Ray actors per model, each holding a loaded model")
+    address: str | None = None
+
+    def __post_init__(self):
+        if self.backend not in ("local", "ray"):
+            raise InputError(f"--backend {self.backend!r} unknown; use local or ray")
+        if self.address and self.backend != "ray":
+            raise InputError("--address needs --backend ray")
+
+
 def resolved(model_name: str, model_source: str, config: Any) -> dict:
     """The dict that keys a run: the model's identity plus every field of the job's config."""
     return {"model": model_name, "model_source": model_source, **asdict(config)}
 
 
-__all__ = ["AtlasConfig", "SinksConfig", "EntropyConfig", "RetrievalConfig", "CaptureConfig", "VisionConfig", "resolved",
+__all__ = ["PlotConfig", "SweepOptions", "AtlasConfig", "SinksConfig", "EntropyConfig", "RetrievalConfig", "CaptureConfig", "VisionConfig", "resolved",
            "free_memory_bytes", "file_digest"]

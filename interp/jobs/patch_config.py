@@ -1,9 +1,8 @@
 """Configs of ``interp patch`` and ``interp steer`` (light: checked before torch is imported or the model loads)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from interp.errors import InputError
+from interp.jobs.domain import SEED, Checked, config, num
 from interp.models.spec import ModelSpec
 
 METHODS = ("exact", "atp", "atp*")
@@ -14,13 +13,18 @@ def _causal(spec: ModelSpec, verb: str) -> None:
         raise InputError(f"interp {verb} needs a causal language model; {spec.name!r} is {spec.kind}")
 
 
-@dataclass(frozen=True)
-class PatchConfig:
+# IOI prompts come from a fixed set of templates and names; past this the same prompts repeat, and exact patching
+# keeps a clean and a corrupted cache of every prompt
+MAX_TASK_PROMPTS = 2000
+
+
+@config
+class PatchConfig(Checked):
     task: str = "ioi"
     method: str = "exact"
     by: str = "head"
-    prompts: int = 20
-    seed: int = 0
+    prompts: int = num(20, lo=1, hi=MAX_TASK_PROMPTS, why="task prompts repeat past this and every prompt is patched per head")
+    seed: int = num(0, **SEED)
     corruption: str = "abc"
 
     def __post_init__(self):
@@ -32,19 +36,17 @@ class PatchConfig:
             raise InputError(f"--by {self.by!r} unknown; use head or head_pos")
         if self.corruption not in ("abc", "flip"):
             raise InputError(f"--corruption {self.corruption!r} unknown; use abc or flip")
-        if self.prompts < 1:
-            raise InputError(f"--prompts must be at least 1, got {self.prompts}")
 
     def check(self, spec: ModelSpec) -> None:
         _causal(spec, "patch")
 
 
-@dataclass(frozen=True)
-class SteerConfig:
-    prompt: str
-    heads: tuple[str, ...]
-    alpha: float = 5.0
-    max_new_tokens: int = 20
+@config
+class SteerConfig(Checked):
+    prompt: str = ""
+    heads: tuple[str, ...] = ()
+    alpha: float = num(5.0, lo=-1000, hi=1000, why="multiples of the direction's std; beyond this the output is noise")
+    max_new_tokens: int = num(20, lo=1, model="context")
     concept: str = "sentiment"
 
     def __post_init__(self):
@@ -56,8 +58,6 @@ class SteerConfig:
             raise InputError("give at least one --heads L.H (e.g. --heads 9.6 12.3)")
         for h in self.heads:
             HeadId.parse(h)
-        if self.max_new_tokens < 1:
-            raise InputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.concept != "sentiment":
             raise InputError(f"--concept {self.concept!r} unknown; the available concept is: sentiment")
 
@@ -73,6 +73,9 @@ class SteerConfig:
                 raise InputError(f"--heads {text}: layer {h.layer} out of range; {spec.name!r} has {n_layers} layers (0-{n_layers - 1})")
             if n_heads is not None and not 0 <= h.head < n_heads:
                 raise InputError(f"--heads {text}: head {h.head} out of range; {spec.name!r} has {n_heads} query heads (0-{n_heads - 1})")
+        from interp.jobs.prompts import check_prompt_lengths
+
+        check_prompt_lengths(spec, [self.prompt], "--prompt", extra=self.max_new_tokens, extra_what="--max-new-tokens")
 
 
-__all__ = ["PatchConfig", "SteerConfig", "METHODS"]
+__all__ = ["PatchConfig", "SteerConfig", "METHODS", "MAX_TASK_PROMPTS"]

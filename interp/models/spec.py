@@ -119,7 +119,7 @@ def _smollm2_config() -> dict:
 
 def _tinyvlm_config() -> dict:
     """The Llava config as a dict, from the shipped vision config and SmolLM2's config (no torch)."""
-    from interp.tasks.texts import DATA_DIR
+    from interp.tasks.sources import DATA_DIR  # not tasks.texts: that imports torch
 
     meta = _read_config(DATA_DIR / "tinyvlm")
     return {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "vision_config": meta["vision"],

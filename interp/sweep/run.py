@@ -35,7 +35,10 @@ def sweep_config(spec: SweepSpec, model_specs: dict[str, Any]) -> dict:
 def claim_sweep(out: str | Path, spec: SweepSpec, config: dict, *, resume: bool) -> OutDir:
     """Bind ``out`` to this sweep; refuse a folder of another spec (naming the keys and lines that differ), and
     a folder that already holds this sweep unless ``resume``."""
+    from interp.jobs.outdir import lock_out
+
     path = check_writable(out)
+    lock_out(path)
     manifest = path / MANIFEST
     if manifest.exists():
         try:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -80,6 +81,20 @@ TASK_ANALYSES: dict[str, tuple[dict[str, Any], str]] = {
 }
 JOB_ANALYSES = ("atlas", "sinks", "entropy", "retrieval")
 PATCH_SITES = ("z", "q", "k", "v", "pattern")
+
+
+def field_domains() -> dict[str, dict[str, Any]]:
+    """The declared domain (``interp.jobs.domain.Domain``) of each numeric field of tasks and interventions, by
+    entry name; job analyses declare theirs on their configs. Checked at parse time with the spec's line."""
+    from interp.jobs.domain import Domain
+    from interp.jobs.patch_config import MAX_TASK_PROMPTS
+
+    size = Domain(int, 1, MAX_TASK_PROMPTS, why="prompts repeat past this and each is run per head")
+    return {"ioi": {"size": size},
+            "induction": {"size": size, "length": Domain(int, 2, model="context")},
+            "prose": {"size": Domain(int, 1, 4096, why="chunks of the pydoc text"), "tokens": Domain(int, 2, model="context")},
+            "scale": {"factor": Domain(float, -100, 100, why="a factor on the head's output; 1 is the identity")},
+            "steer": {"alpha": Domain(float, -1000, 1000, why="multiples of the direction's std")}}
 
 
 def _job_fields(name: str) -> dict[str, Any]:
@@ -343,6 +358,8 @@ def _models(src: Located, raw: dict) -> list[dict]:
         if extra:
             raise src.error(("models", i, sorted(extra)[0]), f"unknown key {sorted(extra)[0]!r}; a model has only name", UnknownNameError)
         out.append({"name": m["name"]})
+    if not out:
+        raise src.error(("models",), 'lists no models, so the grid is empty; add [[models]] with name = "smollm2-135m"')
     names = [m["name"] for m in out]
     if len(set(names)) != len(names):
         raise src.error(("models",), f"lists a model twice: {names}")
@@ -367,10 +384,12 @@ def _entry(src: Located, path: tuple, table: dict, registry: dict, what: str, de
         if d is not None and not _same_kind(d, v):
             raise src.error((*path, k), f"{k} = {v!r} should be {_kind(d)} (like {d!r})")
     out = {"name": name, **allowed, **{k: v for k, v in table.items() if k != "name"}}
+    for k, dom in field_domains().get(name, {}).items():
+        try:
+            dom.check(k, out[k])
+        except InputError as e:
+            raise src.error((*path, k), str(e)) from None
     if what == "task":
-        for k in ("size", "length", "tokens"):
-            if k in out and out[k] < (2 if k != "size" else 1):
-                raise src.error((*path, k), f"{k} must be at least {2 if k != 'size' else 1}, got {out[k]}")
         if name == "ioi" and out["corruption"] not in ("abc", "flip"):
             raise src.error((*path, "corruption"), f"corruption {out['corruption']!r} unknown; use abc or flip")
     return out
@@ -420,6 +439,8 @@ def _edit_fields(src: Located, path: tuple, name: str, given: dict) -> None:
                             UnknownNameError)
         if not isinstance(v, (int, float, str, bool, list)):
             raise src.error((*path, k), f"{name}.{k} must be a number, string or list")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise src.error((*path, k), f"{name}.{k} must be a finite number, got {v}")
 
 
 def _heads(src: Located, path: tuple, heads) -> None:
@@ -538,12 +559,52 @@ def check_models(spec: SweepSpec) -> dict[str, Any]:
                     raise src.error(_option_path(("analyses", j), an, str(e)), f"{ms.name}: {e}") from None
         for j, t in enumerate(spec.tasks):
             n = {"induction": 1 + 2 * t.get("length", 0), "prose": t.get("tokens", 0)}.get(t["name"], 0)
+            key = {"induction": "length", "prose": "tokens"}.get(t["name"])
             if n:
                 try:
                     ms.require_fits(n, f"task {t['name']!r}")
                 except InputError as e:
-                    raise src.error(("tasks", j), str(e)) from None
+                    raise src.error(("tasks", j, key), str(e)) from None
     return out
+
+
+def check_units(spec: SweepSpec, models: dict[str, Any]) -> list[Unit]:
+    """Build every unit's config and values as its worker would, before any unit runs: job configs against
+    their model, and each edit value of an ``edit`` intervention (with its fields, on a head in range), so that a
+    bad value fails here with the spec's line, not in every unit after the model loaded. An empty grid is an
+    error. Returns the units."""
+    src = spec.source
+    units = spec.units()
+    if not units:
+        raise src.error((), "expands to no units (no model × seed × task/analysis); add models, tasks or analyses")
+    for j, iv in enumerate(spec.interventions):
+        if iv["name"] == "edit":
+            _build_edit(src, ("interventions", j, "fields"), iv)
+    for u in units:
+        if u.kind == "analysis" and u.action["name"] in JOB_ANALYSES:
+            j = spec.analyses.index(u.action)
+            try:
+                job_config(u.action, u.seed).check(models[u.model])
+            except InputError as e:
+                raise src.error(_option_path(("analyses", j), u.action, str(e)), f"{u.model}: {e}") from None
+    return units
+
+
+def _build_edit(src: Located, path: tuple, iv: dict) -> None:
+    """Construct the edit value on head L0H0 with the spec's fields, so its own checks (types, finiteness,
+    ranges) run now."""
+    from interp import edits as attn_edits
+    from interp.intervene import values
+    from interp.types import HeadId
+
+    cls = getattr(attn_edits, iv["edit"], None) or getattr(values, iv["edit"])
+    try:
+        cls(HeadId(0, 0), **iv["fields"])
+    except InputError as e:
+        msg = str(e) if str(e).startswith(iv["edit"]) else f"{iv['edit']}: {e}"
+        raise src.error(path, msg) from None
+    except (TypeError, ValueError) as e:
+        raise src.error(path, f"{iv['edit']} cannot be built from these fields ({e})") from None
 
 
 def _check_heads(src: Located, path: tuple, heads, ms) -> None:
@@ -559,5 +620,5 @@ def _check_heads(src: Located, path: tuple, heads, ms) -> None:
                                       f"heads (L0H0-L{ms.n_layers - 1}H{ms.n_heads - 1})")
 
 
-__all__ = ["SweepSpec", "Unit", "load_spec", "parse_spec", "check_models", "key_lines", "job_config", "SpecError",
+__all__ = ["SweepSpec", "Unit", "load_spec", "parse_spec", "check_models", "check_units", "field_domains", "key_lines", "job_config", "SpecError",
            "TASKS", "METRICS", "INTERVENTIONS", "TASK_ANALYSES", "JOB_ANALYSES", "EDITS"]

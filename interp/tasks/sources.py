@@ -18,7 +18,10 @@ def read_text_file(path: str | Path, option: str = "--text") -> str:
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"{option} file {str(p)!r} does not exist or is not a file; pass a UTF-8 text file")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"{option} file {str(p)!r} cannot be read ({e.strerror or e}); pass a readable UTF-8 text file") from None
     if b"\x00" in data[:8192]:
         raise InputError(f"{option} file {str(p)!r} is binary, not text; pass a UTF-8 text file")
     try:
@@ -28,6 +31,17 @@ def read_text_file(path: str | Path, option: str = "--text") -> str:
     if not text.strip():
         raise InputError(f"{option} file {str(p)!r} is empty; pass a file with some text")
     return text
+
+
+def pydoc_text(n_chars: int | None = None) -> str:
+    """English prose from the standard library's help topics, whitespace-normalized."""
+    import re
+
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    text = re.sub(r"[ \t]+", " ", text)
+    return text if n_chars is None else text[:n_chars]
 
 
 @dataclass(frozen=True)
@@ -97,4 +111,4 @@ class NiahConfig:
             raise InputError(f"unknown stop rule {self.stop!r}; use one of {', '.join(STOP_RULES)}")
 
 
-__all__ = ["read_text_file", "Needle", "load_needles", "NiahConfig", "STOP_RULES", "DATA_DIR"]
+__all__ = ["read_text_file", "pydoc_text", "Needle", "load_needles", "NiahConfig", "STOP_RULES", "DATA_DIR"]

@@ -6,7 +6,7 @@ import re
 import torch
 
 from interp.inputs import start_token_id
-from interp.tasks.sources import DATA_DIR
+from interp.tasks.sources import DATA_DIR, pydoc_text  # noqa: F401 (pydoc_text lives with the light loaders)
 
 
 
@@ -14,15 +14,6 @@ def shipped_prose() -> str:
     """A few paragraphs of plain English shipped in ``data/prose.txt`` (falls back to pydoc text)."""
     path = DATA_DIR / "prose.txt"
     return path.read_text(encoding="utf-8") if path.exists() else pydoc_text(4000)
-
-
-def pydoc_text(n_chars: int | None = None) -> str:
-    """English prose from the standard library's help topics, whitespace-normalized."""
-    from pydoc_data.topics import topics
-
-    text = "\n\n".join(topics[k] for k in sorted(topics))
-    text = re.sub(r"[ \t]+", " ", text)
-    return text if n_chars is None else text[:n_chars]
 
 
 def text_tokens(tokenizer, text: str, n: int) -> torch.Tensor:
