@@ -4,8 +4,8 @@ from interp.intervene.means import ActivationMeans, mean_activations
 from interp.intervene.run import edited, run
 from interp.intervene.sinks import InitialTokenScale, MCEvaluator, SinkCalibrate, evaluate_sink_interventions
 from interp.intervene.steering import HeadProbes, actadd, caa, generate, iti_edits, probe_heads
-from interp.intervene.values import AddToHead, AddVector, MeanAblate, Patch, ResampleAblate, SetPattern, ZeroAblate
+from interp.intervene.values import AddToHead, AddVector, MeanAblate, Patch, ResampleAblate, SetPattern, SubspacePatch, ZeroAblate
 
 __all__ = ["SinkCalibrate", "InitialTokenScale", "MCEvaluator", "evaluate_sink_interventions", "run", "edited",
-           "ZeroAblate", "MeanAblate", "ResampleAblate", "Patch", "AddToHead", "AddVector", "SetPattern",
+           "ZeroAblate", "MeanAblate", "ResampleAblate", "Patch", "AddToHead", "AddVector", "SetPattern", "SubspacePatch",
            "ActivationMeans", "mean_activations", "HeadProbes", "probe_heads", "iti_edits", "actadd", "caa", "generate"]

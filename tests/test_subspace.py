@@ -1,0 +1,129 @@
+"""Subspace patching (SubspacePatch, the mlp_post site): invariants and bad input on tiny models."""
+import pytest
+import torch
+
+import interp
+from interp import CaptureSpec, HeadId, Patch, ScaleHeadOutput, SubspacePatch, ZeroAblate
+from interp.errors import InputError, InterpError
+from interp.intervene.compile import interchange, interchange_rotated
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tokens(b=3, n=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(3, 259, (b, n), generator=g)
+    t[:, 0] = 1
+    return t
+
+
+def _onb(d, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))[0].float()
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_llama):
+    base, src = _tokens(seed=0), _tokens(seed=1)
+    sites = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post", "z")
+    _, cap = interp.run(tiny_llama, src, capture=CaptureSpec(sites=sites))
+    _, cap_base = interp.run(tiny_llama, base, capture=CaptureSpec(sites=sites))
+    return base, src, cap, cap_base
+
+
+def test_mlp_post_is_the_input_of_w_out(tiny_llama, pair):
+    base, _, _, cap_base = pair
+    post, out = cap_base["mlp_post", 1], cap_base["mlp_out", 1]  # [batch pos d_mlp], [batch pos d_model]
+    w_out = tiny_llama.blocks[1].mlp.W_out  # [d_mlp d_model]
+    assert post.shape[-1] == tiny_llama.cfg.d_mlp
+    torch.testing.assert_close(post @ w_out, out, atol=1e-5, rtol=1e-5)
+    # the bridge's hook (capture) and the hf engine's hook (run) see the same tensor
+    cap = interp.capture(tiny_llama, base, CaptureSpec(sites=("mlp_post",), layers=(1,)))
+    torch.testing.assert_close(cap["mlp_post", 1], post, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("site,width", [("resid_pre", 48), ("resid_mid", 48), ("resid_post", 48), ("attn_out", 48),
+                                        ("mlp_out", 48), ("mlp_post", 96), ("z", 8)])
+def test_full_basis_equals_full_patch(tiny_llama, pair, site, width):
+    base, _, cap, _ = pair
+    head = HeadId(1, 4) if site == "z" else None
+    full = interp.run(tiny_llama, base, [Patch(site, 1, head, positions=(-1, 3), source=cap)])
+    sub = interp.run(tiny_llama, base, [SubspacePatch(site, 1, _onb(width, width), cap, head=head, positions=(-1, 3))])
+    torch.testing.assert_close(sub, full, atol=2e-5, rtol=1e-5)
+    assert not torch.allclose(full, interp.run(tiny_llama, base), atol=1e-3)  # the patch does something
+
+
+@pytest.mark.parametrize("site", ["resid_post", "mlp_post", "z"])
+def test_source_equal_to_base_is_bit_for_bit_identity(tiny_llama, pair, site):
+    base, _, _, cap_base = pair
+    width = {"mlp_post": 96, "z": 8}.get(site, 48)
+    e = SubspacePatch(site, 0, _onb(width, 3), cap_base, head=HeadId(0, 2) if site == "z" else None)
+    assert torch.equal(interp.run(tiny_llama, base, [e]), interp.run(tiny_llama, base))
+
+
+def test_composes_with_other_edits_and_edited(tiny_llama, pair):
+    base, _, cap, _ = pair
+    e = SubspacePatch("resid_post", 0, _onb(48, 2), cap, positions=(-1,))
+    other = [ZeroAblate(HeadId(1, 0)), ScaleHeadOutput(HeadId(1, 3), 0.5)]
+    both = interp.run(tiny_llama, base, [e] + other)
+    assert not torch.allclose(both, interp.run(tiny_llama, base, other), atol=1e-4)
+    with interp.edited(tiny_llama, other):
+        torch.testing.assert_close(interp.run(tiny_llama, base, [e]), both, atol=1e-5, rtol=1e-5)
+    with interp.edited(tiny_llama, [e]):
+        with torch.no_grad():
+            via_bridge = tiny_llama(base)
+    torch.testing.assert_close(via_bridge, interp.run(tiny_llama, base, [e]), atol=1e-5, rtol=1e-5)
+
+
+def test_k1_closed_form_equals_rotation_form():
+    g = torch.Generator().manual_seed(3)
+    w, u = torch.randn(5, 7, 31, generator=g, dtype=torch.float64), torch.randn(5, 7, 31, generator=g, dtype=torch.float64)
+    rot = torch.linalg.qr(torch.randn(31, 31, generator=g, dtype=torch.float64))[0]
+    v = rot[:, 0]
+    closed = w + ((u @ v) - (w @ v))[..., None] * v
+    torch.testing.assert_close(interchange_rotated(w, u, rot, 1), closed, atol=1e-12, rtol=0)
+    torch.testing.assert_close(interchange(w, u, v[:, None]), closed, atol=1e-12, rtol=0)
+    torch.testing.assert_close(interchange(w, u, rot[:, :4]), interchange_rotated(w, u, rot, 4), atol=1e-12, rtol=0)
+
+
+def test_w_out_null_space_direction_at_mlp_post_leaves_logits_unchanged(tiny_llama, pair):
+    base, _, cap, _ = pair
+    w_out = tiny_llama.blocks[1].mlp.W_out.detach().double()  # [d_mlp d_model]; d_mlp 96 > d_model 48
+    null = torch.linalg.svd(w_out.T, full_matrices=True)[2][w_out.shape[1]:]  # [48 d_mlp]: v·W_out = 0
+    v = null[:3].T.float()
+    ref = interp.run(tiny_llama, base)
+    out = interp.run(tiny_llama, base, [SubspacePatch("mlp_post", 1, v, cap)])
+    assert float((out - ref).abs().max()) < 1e-5
+    # …while the row-space direction of the same size does move them
+    row = torch.linalg.qr(w_out)[0][:, :3].float()
+    assert float((interp.run(tiny_llama, base, [SubspacePatch("mlp_post", 1, row, cap)]) - ref).abs().max()) > 1e-3
+
+
+def test_orthonormalize_and_bad_input(tiny_llama, pair):
+    base, _, cap, _ = pair
+    raw = torch.randn(48, 2)
+    with pytest.raises(InputError, match="not orthonormal"):
+        SubspacePatch("resid_post", 0, raw, cap)
+    e = SubspacePatch("resid_post", 0, raw, cap, orthonormalize=True)
+    torch.testing.assert_close(e.basis.T @ e.basis, torch.eye(2), atol=1e-5, rtol=0)
+    bad = {
+        "wrong dimension": lambda: interp.run(tiny_llama, base, [SubspacePatch("resid_post", 0, _onb(40, 2), cap)]),
+        "k > d": lambda: SubspacePatch("resid_post", 0, torch.randn(4, 5), cap),
+        "no layer": lambda: SubspacePatch("resid_post", None, _onb(48, 1), cap),
+        "layer out of range": lambda: interp.run(tiny_llama, base, [SubspacePatch("resid_post", 7, _onb(48, 1), cap)]),
+        "head on a site without heads": lambda: interp.run(tiny_llama, base, [SubspacePatch("mlp_post", 1, _onb(96, 1), cap, head=2)]),
+        "k = 0": lambda: SubspacePatch("resid_post", 0, torch.zeros(48, 0), cap),
+        "unsupported site": lambda: SubspacePatch("pattern", 0, _onb(8, 1), cap),
+        "no source": lambda: SubspacePatch("resid_post", 0, _onb(48, 1), None),
+        "source of another length": lambda: interp.run(tiny_llama, _tokens(n=7), [SubspacePatch("resid_post", 0, _onb(48, 1), cap)]),
+    }
+    for what, fn in bad.items():
+        with pytest.raises(InterpError) as info:
+            fn()
+        assert "\n" not in str(info.value), what
