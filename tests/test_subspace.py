@@ -127,3 +127,76 @@ def test_orthonormalize_and_bad_input(tiny_llama, pair):
         with pytest.raises(InterpError) as info:
             fn()
         assert "\n" not in str(info.value), what
+
+
+# --- DAS -------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def planted():
+    """A 2-layer Llama whose answer (token 10 vs 11) reads one residual direction ``v`` after layer 0: layer 1
+    writes nothing (o_proj, down_proj zero) and the unembedding is ±40·v for tokens 10/11, 0 elsewhere."""
+    from interp.models.tiny import build_tiny
+
+    hf, tok = build_tiny("llama", seed=5)
+    v = torch.randn(48, generator=torch.Generator().manual_seed(0))
+    v /= v.norm()
+    with torch.no_grad():
+        hf.model.layers[1].self_attn.o_proj.weight.zero_()
+        hf.model.layers[1].mlp.down_proj.weight.zero_()
+        hf.lm_head.weight.zero_()
+        hf.lm_head.weight[10] = 40 * v
+        hf.lm_head.weight[11] = -40 * v
+    return interp.from_hf(hf, tok, "planted"), v
+
+
+def test_das_recovers_a_planted_direction(planted):
+    from interp.analyze.subspace import Interchanger, das
+
+    model, v = planted
+    g = torch.Generator().manual_seed(1)
+    base, src = torch.randint(3, 259, (160, 8), generator=g), torch.randint(3, 259, (160, 8), generator=g)
+    base[:, 0] = src[:, 0] = 1
+    proj = Interchanger(model, base, src, "resid_post", 0, (-1,)).src[:, 0] @ v  # the source's reading of v
+    target = torch.where(proj > 0, 10, 11)
+    sub = das(model, base, src, "resid_post", 0, -1, target)
+    assert abs(float(sub.direction() @ v)) > 0.95
+    assert sub.basis.shape == (48, 1) and sub.n_test == 32 and len(sub.curve) == 30 * 7
+    assert sub.curve.loss.iloc[-7:].mean() < sub.curve.loss.iloc[:7].mean()
+    assert sub.accuracy > sub.baseline and sub.ci[0] <= sub.accuracy <= sub.ci[1]
+
+
+def test_interchanger_fast_path_matches_run_with_subspace_patch(tiny_llama, pair):
+    from interp.analyze.subspace import Interchanger
+
+    base, src, cap, _ = pair
+    b = _onb(96, 2)
+    for site, width, layer in (("mlp_post", 96, 1), ("resid_post", 48, 0), ("z", 8, 1)):
+        bb = b if width == 96 else _onb(width, 2)
+        head = 3 if site == "z" else None
+        ix = Interchanger(tiny_llama, base, src, site, layer, (-1, 2), head=head)
+        ref = interp.run(tiny_llama, base, [SubspacePatch(site, layer, bb, cap, head=head, positions=(-1, 2))])[:, -1]
+        torch.testing.assert_close(ix.with_basis(bb), ref, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(ix.with_basis(None), interp.run(tiny_llama, base, [Patch(site, layer, head, (-1, 2), source=cap)])[:, -1],
+                                   atol=2e-5, rtol=1e-5)
+
+
+def test_das_bad_input_is_one_line(tiny_llama):
+    from interp.analyze.subspace import das
+
+    base, src = ["ab cd", "ef gh"], ["ij kl", "mn op"]
+    bad = {
+        "dim=0": dict(dim=0),
+        "dim=d": dict(dim=48),
+        "target of two tokens": dict(target=["xy", "z"]),
+        "lengths differ": dict(source=["ij kl", "mn opq"]),
+        "no layer": dict(layer=None),
+        "head on a site without heads": dict(head=1),
+        "wrong target count": dict(target=[5]),
+        "epochs": dict(epochs=0),
+    }
+    for what, kw in bad.items():
+        args = dict(base=base, source=src, site="resid_post", layer=0, positions=-1, target=[5, 6], epochs=1)
+        args.update(kw)
+        with pytest.raises(InterpError) as info:
+            das(tiny_llama, **args)
+        assert "\n" not in str(info.value), what
