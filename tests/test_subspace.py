@@ -200,3 +200,85 @@ def test_das_bad_input_is_one_line(tiny_llama):
         with pytest.raises(InterpError) as info:
             das(tiny_llama, **args)
         assert "\n" not in str(info.value), what
+
+
+# --- the illusion report ---------------------------------------------------------------------------------------
+
+def _readout_model(kind: str):
+    """A 2-layer Llama whose layers write nothing, so the last token's residual stream is its embedding. Tokens
+    20-29 are class A, 30-39 class B: ``E[t] = c ± α·e1 + noise``. ``faithful``: the answer (token 10 vs 11)
+    reads e1, so the class decides it. ``illusion``: it reads e2, on which every embedding sits at the same β
+    (dormant), so every prompt answers 10, and only a direction mixing e1 and e2 can flip it."""
+    from interp.models.tiny import build_tiny
+
+    hf, tok = build_tiny("llama", seed=7)
+    e = torch.linalg.qr(torch.randn(48, 48, generator=torch.Generator().manual_seed(3)))[0].T  # rows orthonormal
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for layer in hf.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        hf.lm_head.weight.zero_()
+        read = e[1] if kind == "illusion" else e[0]
+        hf.lm_head.weight[10], hf.lm_head.weight[11] = 3 * read, -3 * read
+        for t in range(20, 40):
+            sign = 1.0 if t < 30 else -1.0
+            noise = (torch.randn(44, generator=g) * 0.3) @ e[4:]
+            hf.model.embed_tokens.weight[t] = 2.0 * e[3] + sign * 2.0 * e[0] + 1.0 * e[1] + noise
+    return interp.from_hf(hf, tok, f"readout-{kind}"), e
+
+
+def _pairs(n=60):
+    g = torch.Generator().manual_seed(5)
+    base = torch.cat([torch.full((n, 1), 1), torch.randint(40, 200, (n, 3), generator=g),
+                      torch.randint(20, 40, (n, 1), generator=g)], 1)
+    src = base.clone()
+    src[:, -1] = torch.where(base[:, -1] < 30, torch.randint(30, 40, (n,), generator=g), torch.randint(20, 30, (n,), generator=g))
+    return base, src, ["A" if int(t) < 30 else "B" for t in base[:, -1]]
+
+
+def test_report_flags_a_constructed_illusion():
+    from interp.analyze.subspace import Subspace, subspace_report
+
+    model, e = _readout_model("illusion")
+    base, src, classes = _pairs()
+    v = (e[0] + e[1]) / 2 ** 0.5
+    sub = Subspace(v[:, None], "resid_post", 1, (-1,), model="readout-illusion")
+    answers = torch.tensor([[10, 11]] * len(base))
+    target = torch.tensor([11] * len(base))  # the source's class is the other one: the flip is the source-implied answer
+    a_to_b = [i for i, c in enumerate(classes) if c == "A"]  # the mixed direction flips A→B (B→A only raises the LD)
+    rep = subspace_report(model, sub, base, src, answers, target, span=e[1][:, None], classes=classes, rows=a_to_b)
+    f = rep.frame.set_index(["condition", "metric"])["value"]
+    assert rep.illusion_suspected and bool(rep.frame["illusion_suspected"].all())
+    assert f["subspace", "fldd"] > 100 and abs(f["null", "fldd"]) < 1e-3 and abs(f["whole", "fldd"]) < 5
+    assert f["row", "patched_outside"] == 1.0
+    torch.testing.assert_close(f["row", "norm"] ** 2 + f["null", "norm"] ** 2, 1.0, atol=1e-5, rtol=0)
+    assert rep.figure.data
+
+
+def test_report_passes_a_constructed_faithful_direction():
+    from interp.analyze.subspace import Subspace, subspace_report
+
+    model, e = _readout_model("faithful")
+    base, src, classes = _pairs()
+    sub = Subspace(e[0][:, None], "resid_post", 1, (-1,), model="readout-faithful")
+    a = torch.tensor([[10, 11] if c == "A" else [11, 10] for c in classes])
+    rep = subspace_report(model, sub, base, src, a, a[:, 1], span=e[0][:, None], classes=classes)
+    f = rep.frame.set_index(["condition", "metric"])["value"]
+    assert not rep.illusion_suspected
+    assert f["subspace", "fldd"] > 100 and f["whole", "fldd"] > 100 and f["row", "auc_row"] == 1.0
+    assert f["row", "patched_outside"] < 0.1
+    assert f["subspace", "interchange_accuracy"] == 1.0
+
+
+def test_row_and_null_parts_sum_to_v(tiny_llama):
+    from interp.analyze.subspace import connected_span, split
+
+    v = _onb(96, 1).double()
+    q = connected_span(tiny_llama, "mlp_post", 1)
+    row, null = split(v, q)
+    torch.testing.assert_close(row + null, v, atol=1e-12, rtol=0)
+    w_out = tiny_llama.blocks[1].mlp.W_out.detach().double()
+    assert float((null.T @ w_out).abs().max()) < 1e-5  # the null part is causally disconnected
+    q_heads = connected_span(tiny_llama, "resid_post", 0, heads=[HeadId(1, 0), HeadId(1, 4)], weight="k")
+    assert q_heads.shape == (48, 16)

@@ -375,3 +375,178 @@ def _hits(logits: torch.Tensor, y: torch.Tensor, cand: torch.Tensor | None) -> t
 
 
 __all__ = ["das", "Subspace", "Interchanger", "wilson", "token_ids"]
+
+
+# --- the illusion diagnostics (§11) -------------------------------------------------------------------------------
+
+SPAN_WEIGHTS = ("q", "k", "v")
+
+
+@dataclass(eq=False)
+class SubspaceReport:
+    """``frame``: tidy rows (``condition`` names the intervention: clean, subspace, row, null, whole);
+    ``figure``: effects and dormancy histograms; ``illusion_suspected``: the verdict (also a frame column)."""
+
+    frame: pd.DataFrame
+    figure: object
+    illusion_suspected: bool
+    projections: pd.DataFrame  # per base prompt: class, clean and patched projection onto the connected part
+
+
+def connected_span(model, site: str, layer: int, *, span=None, heads=None, weight: str = "q") -> torch.Tensor:
+    """Orthonormal ``[d, r]`` basis of the causally *connected* space of a site.
+
+    ``span`` (any ``[d, r]`` matrix) is used as given. Otherwise, for ``mlp_post``: W_out's row space (the
+    column space of ``W_out [d_mlp d_model]``, so that ``v_null·W_out = 0``); for a residual site: the span of
+    the listed query heads' ``W_Q`` (``weight="k"``/``"v"``: their KV group's W_K/W_V) columns."""
+    if span is not None:
+        m = torch.as_tensor(span, dtype=torch.float64)
+        m = m[:, None] if m.ndim == 1 else m
+        return torch.linalg.qr(m)[0].float()
+    if site == "mlp_post":
+        w_out = model.blocks[layer].mlp.W_out.detach().double()  # [d_mlp d_model]
+        return torch.linalg.qr(w_out)[0].float()  # [d_mlp d_model]
+    if site.startswith("resid") and heads:
+        if weight not in SPAN_WEIGHTS:
+            raise InputError(f"weight must be one of {', '.join(SPAN_WEIGHTS)}, got {weight!r}")
+        from interp.types import HeadId, kv_group_of
+
+        cols = []
+        dims = Dims.of(model)
+        for h in heads:
+            h = h if isinstance(h, HeadId) else HeadId.parse(str(h))
+            head_index("q", h.layer, h, dims, "connected_span")
+            attn = model.blocks[h.layer].attn
+            if weight == "q":
+                cols.append(attn.W_Q[h.head])  # [d_model d_head]
+            else:
+                g = kv_group_of(h, dims.n_heads, dims.n_kv).group
+                cols.append((attn.W_K if weight == "k" else attn.W_V)[g])
+        return torch.linalg.qr(torch.cat(cols, 1).detach().double())[0].float()
+    raise InputError(f"to split a direction at site {site!r}, give heads=[...] (their W_{weight.upper()} span) or span=[d, r]")
+
+
+def split(basis: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B_row, B_null)`` with ``B_row = Q Qᵀ B`` and ``B_null = B − B_row`` (they sum to B exactly in float64)."""
+    b, q = basis.double(), q.double()
+    row = q @ (q.T @ b)
+    return row, b - row
+
+
+def _unit_span(m: torch.Tensor, eps: float = 1e-6) -> torch.Tensor | None:
+    """An orthonormal basis of the column span of ``m`` (None when ``m`` is ~0: nothing to patch)."""
+    if float(m.norm()) < eps:
+        return None
+    u, s, _ = torch.linalg.svd(m, full_matrices=False)
+    return u[:, s > eps * max(1.0, float(s[0]))].float()
+
+
+def subspace_report(model, subspace: Subspace, base, source, answers, target=None, *, span=None, heads=None, weight: str = "q",
+                    classes=None, candidates=None, rows=None, large_effect: float = 30.0, small_effect: float = 15.0,
+                    null_effect: float = 5.0, dormant_auc: float = 0.75, outside_frac: float = 0.5, task: str = "subspace") -> SubspaceReport:
+    """Faithful subspace or illusion? (Makelov, Lange & Nanda; methods.md §11.)
+
+    ``answers [n 2]`` are each base prompt's (correct, incorrect) answers: LD = logit(correct) − logit(incorrect)
+    at its last token, FLDD = 100·(1 − LD_patched/LD_clean) on the mean LDs. ``target`` (source-implied answers)
+    gives the interchange accuracy, top-1 among ``candidates`` (default: the two answers). ``rows`` selects the
+    pairs evaluated (default: the subspace's held-out split, else all). ``classes`` labels each base prompt's
+    feature value (two classes) for the dormancy check.
+
+    Interventions: ``subspace`` (the basis), ``row`` and ``null`` (its parts in and orthogonal to the connected
+    span, see :func:`connected_span`; each patched along its own normalised span) and ``whole`` (the whole
+    activation at the positions). Dormancy: clean projections of the base activations onto the unit row part,
+    their class separation ``auc_row`` (max(AUC, 1 − AUC)) and ``patched_outside``, the share of values after
+    the subspace patch outside the clean 1st–99th percentile range.
+
+    ``illusion_suspected`` is True when all hold (thresholds in FLDD percentage points):
+    the subspace patch has a large effect (FLDD ≥ ``large_effect``); the whole-component patch has little
+    (FLDD < ``small_effect``); the null part alone has about none (|FLDD| ≤ ``null_effect``); and the row part is
+    dormant on clean inputs: it does not separate the classes (``auc_row`` < ``dormant_auc``) or the patch pushes
+    it outside its natural range (``patched_outside`` ≥ ``outside_frac``). Both dormancy signs are kept because a
+    direction that barely varies can still separate the classes at float-noise scale (AUC alone would miss it).
+    The thresholds are our choice (the paper gives none); they are stored in ``frame.attrs["thresholds"]``."""
+    from sklearn.metrics import roc_auc_score
+
+    from interp.plot.subspace import subspace_figure
+
+    ix = Interchanger(model, base, source, subspace.site, subspace.layer, subspace.positions, subspace.head)
+    n = ix.n
+    ans = torch.as_tensor(answers, dtype=torch.long).reshape(n, 2)
+    y = ans[:, 0] if target is None else token_ids(model, target, n)
+    cand = ans if candidates is None else torch.as_tensor(candidates, dtype=torch.long).reshape(n, -1)
+    idx = torch.as_tensor(rows if rows is not None else (subspace.test or range(n)), dtype=torch.long)
+    if idx.numel() == 0:
+        raise InputError("rows is empty; give the indices of the pairs to evaluate")
+    basis = check_basis(subspace.basis, ix.width, "subspace_report")
+    q = connected_span(model, subspace.site, subspace.layer, span=span, heads=heads, weight=weight)
+    if q.shape[0] != ix.width:
+        raise InputError(f"the connected span has {q.shape[0]} rows, the site's width is {ix.width}")
+    b_row, b_null = split(basis, q)
+    k = basis.shape[1]
+
+    def ld(lg):
+        return (lg.gather(1, ans[idx, :1].to(lg.device)) - lg.gather(1, ans[idx, 1:].to(lg.device)))[:, 0].cpu()
+
+    ld_clean = float(ld(ix.clean_logits[idx]).mean())
+    majority = float(torch.bincount(y[idx]).max()) / len(idx)
+    recs = [{"condition": "clean", "metric": "logit_diff", "value": ld_clean, "n": len(idx)}]
+    parts = {"subspace": basis, "row": _unit_span(b_row), "null": _unit_span(b_null), "whole": None}
+    effects = {}
+    for name, b in parts.items():
+        if name in ("row", "null") and b is None:
+            lg = ix.clean_logits[idx]
+        else:
+            lg = ix.with_basis(b, idx) if name != "whole" else ix.with_basis(None, idx)
+        m = float(ld(lg).mean())
+        hits = _hits(lg, y[idx], cand[idx])
+        acc = float(hits.float().mean())
+        lo, hi = wilson(int(hits.sum()), len(idx))
+        fldd = 100.0 * (1.0 - m / ld_clean) if abs(ld_clean) > 1e-12 else float("nan")
+        effects[name] = fldd
+        base_rec = {"condition": name, "n": len(idx)}
+        recs += [{**base_rec, "metric": "logit_diff", "value": m}, {**base_rec, "metric": "fldd", "value": fldd},
+                 {**base_rec, "metric": "interchange_accuracy", "value": acc, "ci_low": lo, "ci_high": hi, "baseline": majority}]
+    recs += [{"condition": "row", "metric": "norm", "value": float(b_row.norm() / math.sqrt(k))},
+             {"condition": "null", "metric": "norm", "value": float(b_null.norm() / math.sqrt(k))}]
+
+    # dormancy: clean vs patched projections onto the unit row part (first column for k > 1)
+    r = b_row[:, 0]
+    proj = pd.DataFrame({"row": range(n)})
+    auc, outside = float("nan"), float("nan")
+    if float(r.norm()) > 1e-6:
+        r_hat = (r / r.norm()).float()
+        w, u = ix.base[:, 0].float(), ix.src[:, 0].float()  # first patched position  [n d] (z: one head)
+        if w.ndim > 2:
+            w, u = w[:, 0], u[:, 0]
+        clean = (w @ r_hat).numpy()
+        patched = (interchange(w, u, basis) @ r_hat).numpy()
+        proj = proj.assign(clean=clean, patched=patched)
+        lo_, hi_ = np.percentile(clean, [1, 99])
+        outside = float(((patched[idx.numpy()] < lo_) | (patched[idx.numpy()] > hi_)).mean())
+        if classes is not None:
+            labels = np.asarray(list(classes))
+            if len(labels) != n:
+                raise InputError(f"classes has {len(labels)} labels for {n} base prompts")
+            kinds = sorted(set(labels.tolist()))
+            if len(kinds) != 2:
+                raise InputError(f"classes must hold exactly two feature values, got {kinds[:5]}")
+            proj["class"] = labels
+            a = roc_auc_score(labels == kinds[1], clean)
+            auc = float(max(a, 1 - a))
+    recs += [{"condition": "row", "metric": "auc_row", "value": auc}, {"condition": "row", "metric": "patched_outside", "value": outside}]
+    dormant = ((not math.isnan(auc)) and auc < dormant_auc) or ((not math.isnan(outside)) and outside >= outside_frac)
+    verdict = bool(effects["subspace"] >= large_effect and effects["whole"] < small_effect
+                   and abs(effects["null"]) <= null_effect and dormant)
+    recs.append({"condition": "verdict", "metric": "illusion_suspected", "value": float(verdict)})
+    from interp.schema import make_frame
+
+    df = pd.DataFrame([r_ for r_ in recs if not (isinstance(r_["value"], float) and math.isnan(r_["value"]))])
+    df = df.assign(model=subspace.model or "", task=task, layer=subspace.layer, head=-1 if subspace.head is None else subspace.head,
+                   site=subspace.site, illusion_suspected=verdict)
+    df = make_frame(df)
+    df.attrs.update(thresholds={"large_effect": large_effect, "small_effect": small_effect, "null_effect": null_effect,
+                                "dormant_auc": dormant_auc, "outside_frac": outside_frac})
+    return SubspaceReport(df, subspace_figure(df, proj), verdict, proj)
+
+
+__all__ += ["subspace_report", "SubspaceReport", "connected_span", "split"]
