@@ -282,3 +282,15 @@ def test_row_and_null_parts_sum_to_v(tiny_llama):
     assert float((null.T @ w_out).abs().max()) < 1e-5  # the null part is causally disconnected
     q_heads = connected_span(tiny_llama, "resid_post", 0, heads=[HeadId(1, 0), HeadId(1, 4)], weight="k")
     assert q_heads.shape == (48, 16)
+
+
+def test_das_within_a_subspace_stays_in_it(planted):
+    from interp.analyze.subspace import complement, das
+
+    model, v = planted
+    q = v[:, None]
+    null = complement(q)  # everything orthogonal to the planted direction
+    g = torch.Generator().manual_seed(2)
+    base, src = torch.randint(3, 259, (24, 8), generator=g), torch.randint(3, 259, (24, 8), generator=g)
+    sub = das(model, base, src, "resid_post", 0, -1, torch.full((24,), 10), within=null, epochs=2)
+    assert abs(float(sub.direction() @ v)) < 1e-5 and abs(float(sub.direction().norm()) - 1) < 1e-5

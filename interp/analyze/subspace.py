@@ -236,23 +236,30 @@ class _Rotation(torch.nn.Module):
     first rows of a rotation). Boundless: a full ``[d, d]`` rotation and a learned sigmoid mask over the rotated
     coordinates, sharpened by the temperature."""
 
-    def __init__(self, d: int, dim: int, boundless: bool, seed: int):
+    def __init__(self, d: int, dim: int, boundless: bool, seed: int, within: torch.Tensor | None = None):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        rows = d if boundless else dim
-        lin = torch.nn.Linear(d, rows, bias=False)
+        n = d if within is None else within.shape[1]  # the rotation acts on span(within) when given
+        rows = n if boundless else dim
+        lin = torch.nn.Linear(n, rows, bias=False)
         with torch.no_grad():
-            lin.weight.copy_(torch.linalg.qr(torch.randn(d, rows, generator=g))[0].T)
+            lin.weight.copy_(torch.linalg.qr(torch.randn(n, rows, generator=g))[0].T)
         self.rot = torch.nn.utils.parametrizations.orthogonal(lin)
+        self.within = within  # [d r] orthonormal, or None
         self.boundless = boundless
-        self.mask_logits = torch.nn.Parameter(torch.full((d,), -1.0)) if boundless else None
+        self.mask_logits = torch.nn.Parameter(torch.full((rows,), -1.0)) if boundless else None
         self.temperature = 1.0
 
     def mask(self) -> torch.Tensor:
         return torch.sigmoid(self.mask_logits / self.temperature)
 
+    def rows(self) -> torch.Tensor:
+        """The rotation's rows in the site's coordinates ``[rows d]`` (orthonormal)."""
+        r = self.rot.weight
+        return r if self.within is None else r @ self.within.T.to(r)
+
     def forward(self, w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r = self.rot.weight  # [rows d]
+        r = self.rows()  # [rows d]
         if not self.boundless:
             return w + ((u - w) @ r.T) @ r
         m = self.mask()
@@ -260,7 +267,7 @@ class _Rotation(torch.nn.Module):
 
     def basis(self) -> torch.Tensor:
         """The learned subspace ``[d, k]``: DAS's rows; Boundless's rows whose final mask exceeds 0.5 (at least one)."""
-        r = self.rot.weight.detach()
+        r = self.rows().detach()
         if not self.boundless:
             return r.T.contiguous()
         m = self.mask().detach()
@@ -273,7 +280,7 @@ class _Rotation(torch.nn.Module):
 def das(model, base, source, site: str, layer: int, positions: Sequence[int] | int = (-1,), target=None, *, dim: int = 1,
         head=None, epochs: int = 30, batch_size: int = 20, lr: float = 0.1, lr_end: float = 0.01, test_fraction: float = 0.2,
         seed: int = 0, boundless: bool = False, temperature: tuple[float, float] = (50.0, 0.1), mask_l1: float = 1e-3,
-        candidates=None, progress: bool = False) -> Subspace:
+        candidates=None, within=None, progress: bool = False) -> Subspace:
     """Train a ``dim``-dimensional subspace of ``site`` at ``layer`` (methods.md §11 settings: Adam, lr 0.1
     decaying linearly to 0.01, 30 epochs, batch 20) so that interchanging it from ``source`` into ``base`` makes
     the model predict ``target`` (the source-implied answers: token ids or single-token strings, one per pair).
@@ -284,7 +291,10 @@ def das(model, base, source, site: str, layer: int, positions: Sequence[int] | i
 
     ``boundless=True`` (Boundless DAS, Wu et al. 2023; our reading, decided here): a full rotation and a sigmoid
     mask over its coordinates, temperature annealed geometrically from ``temperature[0]`` to ``temperature[1]``,
-    plus ``mask_l1 · Σ mask`` in the loss; the basis is the coordinates whose final mask exceeds 0.5."""
+    plus ``mask_l1 · Σ mask`` in the loss; the basis is the coordinates whose final mask exceeds 0.5.
+
+    ``within [d r]`` (orthonormal columns) restricts the search to a subspace, e.g. the null space of some heads'
+    W_Q (:func:`complement` of :func:`connected_span`)."""
     from interp.models import model_name
 
     dims = Dims.of(model)
@@ -306,6 +316,10 @@ def das(model, base, source, site: str, layer: int, positions: Sequence[int] | i
     d = dims.width(site)
     if not isinstance(dim, int) or not 1 <= dim < d:
         raise InputError(f"dim must be an integer in 1..{d - 1} (the site's width is {d}; dim = d would be the whole-component patch), got {dim!r}")
+    if within is not None:
+        within = check_basis(within, d, "das within")
+        if dim > within.shape[1]:
+            raise InputError(f"dim {dim} exceeds the {within.shape[1]} dimensions of within")
     n_prompts = len(base) if isinstance(base, (list, tuple)) else int(torch.as_tensor(base).shape[0]) if not isinstance(base, str) else 1
     if target is None:
         raise InputError("das needs target=the source-implied answer per pair (token ids or single-token strings)")
@@ -320,7 +334,7 @@ def das(model, base, source, site: str, layer: int, positions: Sequence[int] | i
     n_test = max(1, int(round(test_fraction * ix.n)))
     test, train = perm[:n_test].sort().values, perm[n_test:].sort().values
     torch.manual_seed(seed)
-    rot = _Rotation(d, dim, boundless, seed)
+    rot = _Rotation(d, dim, boundless, seed, within)
     opt = torch.optim.Adam(rot.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = epochs * steps_per_epoch
@@ -424,6 +438,12 @@ def connected_span(model, site: str, layer: int, *, span=None, heads=None, weigh
                 cols.append((attn.W_K if weight == "k" else attn.W_V)[g])
         return torch.linalg.qr(torch.cat(cols, 1).detach().double())[0].float()
     raise InputError(f"to split a direction at site {site!r}, give heads=[...] (their W_{weight.upper()} span) or span=[d, r]")
+
+
+def complement(q: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis ``[d, d − r]`` of the orthogonal complement of span(q) (q ``[d r]`` orthonormal)."""
+    u = torch.linalg.svd(q.double(), full_matrices=True)[0]  # [d d]: first r columns span q
+    return u[:, q.shape[1]:].float().contiguous()
 
 
 def split(basis: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -549,4 +569,4 @@ def subspace_report(model, subspace: Subspace, base, source, answers, target=Non
     return SubspaceReport(df, subspace_figure(df, proj), verdict, proj)
 
 
-__all__ += ["subspace_report", "SubspaceReport", "connected_span", "split"]
+__all__ += ["subspace_report", "SubspaceReport", "connected_span", "split", "complement"]
