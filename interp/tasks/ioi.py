@@ -174,6 +174,9 @@ def position_pairs(model, n: int = 200, *, seed: int = 0, templates: Sequence[in
     name_ids = single_tokens(tok, NAMES, strict=False)
     places = list(single_tokens(tok, PLACES, "place", strict=False))
     objects = list(single_tokens(tok, OBJECTS, "object", strict=False))
+    if len(name_ids) < 4 or not places or not objects:
+        raise InputError(f"this tokenizer has {len(name_ids)} single-token names, {len(places)} places and {len(objects)} objects; "
+                         "position pairs need at least 4 names and one of each (use a model with a word-level vocabulary)")
     tids = list(range(len(TEMPLATES))) if templates is None else [int(t) for t in templates]
     if any(not 0 <= t < len(TEMPLATES) for t in tids):
         raise InputError(f"template index out of range; there are {len(TEMPLATES)} templates (0-{len(TEMPLATES) - 1})")
