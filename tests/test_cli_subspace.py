@@ -48,17 +48,21 @@ def test_weights_run_and_resume(tiny_dir, tmp_path, capsys):
 
 
 @pytest.mark.smollm
-@pytest.mark.slow
-def test_subspace_run_and_resume(tmp_path):
+def test_subspace_job_runs_and_resumes_from_its_parts(smollm2, tmp_path, monkeypatch):
+    import interp.analyze.subspace as sub
+    from interp.jobs.subspace import run_subspace
+    from interp.jobs.subspace_config import SubspaceConfig
+
     out = tmp_path / "s"
-    args = ["subspace", "--site", "mlp_post", "--layer", "20", "--pairs", "20", "--epochs", "1", "--out", str(out),
-            "--quiet", "--threads", "2"]
-    main(args)
+    config = SubspaceConfig(site="mlp_post", layer=20, pairs=20, epochs=1)
+    run_subspace(smollm2, out, config, progress=False)
     df = pd.read_parquet(out / "subspace.parquet")
     assert {"clean", "subspace", "row", "null", "whole"} <= set(df["condition"])
     assert "illusion_suspected" in df and (df["model"] == "smollm2-135m").all()
     html = (out / "report.html").read_text()
     assert "illusion_suspected" in html and html.count("plotly.js v") <= 1
     assert json.loads((out / "run.json").read_text())["verb"] == "subspace"
-    main(args)
+    monkeypatch.setattr(sub, "das", lambda *a, **k: pytest.fail("resumed run trained again"))
+    monkeypatch.setattr(sub, "subspace_report", lambda *a, **k: pytest.fail("resumed run recomputed the report"))
+    run_subspace(smollm2, out, config, progress=False)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "subspace.parquet"), df)

@@ -294,3 +294,21 @@ def test_das_within_a_subspace_stays_in_it(planted):
     base, src = torch.randint(3, 259, (24, 8), generator=g), torch.randint(3, 259, (24, 8), generator=g)
     sub = das(model, base, src, "resid_post", 0, -1, torch.full((24,), 10), within=null, epochs=2)
     assert abs(float(sub.direction() @ v)) < 1e-5 and abs(float(sub.direction().norm()) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("site,width,head", [("resid_post", 48, None), ("resid_pre", 48, None), ("mlp_post", 96, None),
+                                             ("attn_out", 48, None), ("z", 8, 4), ("resid_post", 48, "last")])
+def test_last_token_fast_path_equals_the_full_run_with_padding(tiny_llama, site, width, head):
+    """The fast path (only the last token's row above the patch) against running every position, on ragged rows."""
+    from interp.analyze.subspace import Interchanger
+
+    base = ["ab cd ef", "gh ij", "kl mn op q", "rs"]
+    src = ["tu vw xy", "zz yy", "xx ww vv u", "ts"]
+    layer = 1 if head == "last" else 0
+    ix = Interchanger(tiny_llama, base, src, site, layer, (-1,), head=None if head == "last" else head)
+    assert ix.kv is not None
+    b = _onb(width, 2)
+    fast = ix.with_basis(b)
+    ix.kv = None  # the reference: every layer above on every position
+    torch.testing.assert_close(fast, ix.with_basis(b), atol=2e-5, rtol=1e-5)
+    assert not torch.allclose(fast, ix.clean_logits, atol=1e-4)  # the patch does something

@@ -157,10 +157,32 @@ class Interchanger:
         self.clean_logits = cap_base.logits[torch.arange(self.n), self.end.cpu()]  # [batch d_vocab]
         self.stack = find_stack(model)
         self.prefix = None
+        self.kv: dict | None = None
         if self.stack is not None:
             from interp.sweep.heads import record_prefix
 
             self.prefix = record_prefix(model, a)
+            if self.positions == (-1,):
+                self.kv = self._record_kv()
+
+    def _start(self) -> tuple[int, bool]:
+        """The first layer to run, and whether the patch is applied to that layer's input (no hook)."""
+        direct = self.site == "resid_pre" or (self.site == "resid_post" and self.layer + 1 < self.dims.n_layers)
+        return (self.layer + 1 if (direct and self.site == "resid_post") else self.layer), direct
+
+    def _record_kv(self) -> dict:
+        """Per layer from the start: the clean run's post-rotary keys and values ``[batch kv_head pos d_head]``.
+        Positions before the last token do not depend on a patch there (causal), so each step recomputes only the
+        last token's row of every layer above the patch and reads the other keys and values from here."""
+        from interp.intervene.hf import plain
+
+        rec = _KVRecord()
+        start, _ = self._start()
+        with torch.no_grad(), plain(self.model):
+            for i in range(start, self.dims.n_layers):
+                args, kwargs = self.prefix.calls[i]
+                self.stack.layers[i](self.prefix.hidden[i], *args, **{**kwargs, "past_key_values": rec})
+        return rec.kv
 
     def _gather(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``t``'s values at the patch positions of rows ``idx``: ``[n k d]`` (one head for z, or ``[n k head d]``)."""
@@ -183,11 +205,12 @@ class Interchanger:
         idx = torch.arange(self.n) if idx is None else torch.as_tensor(idx, dtype=torch.long)
         if self.stack is None:
             return self._bridge_logits(fn, idx)
+        if self.kv is not None:
+            return self._last_token_logits(fn, idx)
         from interp.intervene.hf import plain
 
         n_layers = self.dims.n_layers
-        direct = self.site == "resid_pre" or (self.site == "resid_post" and self.layer + 1 < n_layers)
-        start = self.layer + 1 if (direct and self.site == "resid_post") else self.layer
+        start, direct = self._start()
         h = self.prefix.hidden[start][idx]
         if direct:
             h = self._patch(h, idx, fn)
@@ -206,6 +229,44 @@ class Interchanger:
             last = h[torch.arange(len(idx)), self.end[idx]]  # [n d_model]
             return self.stack.unembed(self.stack.norm(last))
 
+    def _last_token_logits(self, fn, idx: torch.Tensor) -> torch.Tensor:
+        """The fast path for a patch at each prompt's last token: every layer above runs on that one row."""
+        from interp.intervene.hf import plain
+
+        e = self.end[idx]  # [n]
+        n = len(idx)
+        start, direct = self._start()
+        src = self.src[idx]  # [n 1 d] (z without a head: [n 1 head d_head])
+        h = self.prefix.hidden[start][idx, e][:, None]  # [n 1 d_model]
+        if direct:
+            h = fn(h, src.to(h.dtype))
+
+        def at_site(t):  # the site's tensor for the last token only: [n 1 ...]
+            if self.site == "z" and self.head is not None:
+                return t.index_put((torch.arange(n)[:, None], torch.zeros(n, 1, dtype=torch.long), torch.tensor(self.head)),
+                                   fn(t[:, :, self.head], src.to(t.dtype)))
+            return fn(t, src.to(t.dtype))
+
+        handles = []
+        with plain(self.model):
+            try:
+                if not direct:
+                    handles = self.stack.attach(self.site, self.layer, _hook(at_site))
+                for i in range(start, self.dims.n_layers):
+                    _, kwargs = self.prefix.calls[i]
+                    mask = kwargs.get("attention_mask")
+                    cos, sin = kwargs["position_embeddings"]
+                    pick = (lambda x: x[idx, e] if x.shape[0] > 1 else x[0, e])
+                    kw = {"attention_mask": None if mask is None else (mask[idx, 0, e] if mask.shape[0] > 1 else mask[0, 0, e])[:, None, None, :],
+                          "position_embeddings": (pick(cos)[:, None], pick(sin)[:, None]),
+                          "position_ids": e[:, None], "past_key_values": _KVSwap(self.kv, idx, e)}
+                    out = self.stack.layers[i](h, **kw)
+                    h = out[0] if isinstance(out, tuple) else out
+            finally:
+                for hd in handles:
+                    hd.remove()
+            return self.stack.unembed(self.stack.norm(h[:, 0]))
+
     def _bridge_logits(self, fn, idx: torch.Tensor) -> torch.Tensor:
         from interp.types import hook_name
 
@@ -223,6 +284,33 @@ class Interchanger:
                 return self.logits(lambda w, u: u, idx)
             b = check_basis(basis, self.width, "basis")
             return self.logits(lambda w, u: interchange(w, u, b), idx)
+
+
+class _KVRecord:
+    """Stands in for a KV cache in one clean pass: keeps each layer's keys and values, returns them unchanged."""
+
+    def __init__(self):
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, k, v, layer_idx, *args, **kwargs):
+        self.kv[layer_idx] = (k.detach(), v.detach())
+        return k, v
+
+
+class _KVSwap:
+    """Stands in for a KV cache in a last-token pass: the clean keys/values of rows ``idx`` with position ``e``
+    (each row's last token) replaced by the new, patched ones (differentiably)."""
+
+    def __init__(self, kv: dict, idx: torch.Tensor, e: torch.Tensor):
+        self.kv, self.idx, self.e = kv, idx, e
+
+    def update(self, k, v, layer_idx, *args, **kwargs):  # k, v: [n kv_head 1 d_head]
+        kc, vc = self.kv[layer_idx]
+        rows = torch.arange(len(self.idx))
+        k_all, v_all = kc[self.idx].clone(), vc[self.idx].clone()  # [n kv_head pos d_head]
+        k_all[rows, :, self.e] = k[:, :, 0].to(k_all.dtype)
+        v_all[rows, :, self.e] = v[:, :, 0].to(v_all.dtype)
+        return k_all, v_all
 
 
 def _hook(fn):
