@@ -332,7 +332,9 @@ class _Rotation(torch.nn.Module):
         lin = torch.nn.Linear(n, rows, bias=False)
         with torch.no_grad():
             lin.weight.copy_(torch.linalg.qr(torch.randn(n, rows, generator=g))[0].T)
-        self.rot = torch.nn.utils.parametrizations.orthogonal(lin)
+        # Householder reflectors cost O(rows·n) per step; the default matrix exponential costs O(n³) (1.8 s at
+        # n = 576 on a loaded core), which would dominate a DAS step. Boundless needs the full square rotation.
+        self.rot = torch.nn.utils.parametrizations.orthogonal(lin, orthogonal_map=None if boundless else "householder")
         self.within = within  # [d r] orthonormal, or None
         self.boundless = boundless
         self.mask_logits = torch.nn.Parameter(torch.full((rows,), -1.0)) if boundless else None
@@ -368,7 +370,7 @@ class _Rotation(torch.nn.Module):
 def das(model, base, source, site: str, layer: int, positions: Sequence[int] | int = (-1,), target=None, *, dim: int = 1,
         head=None, epochs: int = 30, batch_size: int = 20, lr: float = 0.1, lr_end: float = 0.01, test_fraction: float = 0.2,
         seed: int = 0, boundless: bool = False, temperature: tuple[float, float] = (50.0, 0.1), mask_l1: float = 1e-3,
-        candidates=None, within=None, progress: bool = False) -> Subspace:
+        candidates=None, within=None, interchanger: "Interchanger | None" = None, progress: bool = False) -> Subspace:
     """Train a ``dim``-dimensional subspace of ``site`` at ``layer`` (methods.md §11 settings: Adam, lr 0.1
     decaying linearly to 0.01, 30 epochs, batch 20) so that interchanging it from ``source`` into ``base`` makes
     the model predict ``target`` (the source-implied answers: token ids or single-token strings, one per pair).
@@ -382,7 +384,8 @@ def das(model, base, source, site: str, layer: int, positions: Sequence[int] | i
     plus ``mask_l1 · Σ mask`` in the loss; the basis is the coordinates whose final mask exceeds 0.5.
 
     ``within [d r]`` (orthonormal columns) restricts the search to a subspace, e.g. the null space of some heads'
-    W_Q (:func:`complement` of :func:`connected_span`)."""
+    W_Q (:func:`complement` of :func:`connected_span`). ``interchanger`` reuses the prefix of an earlier call on
+    the same pairs, site and layer (it must have been built from ``base``/``source``)."""
     from interp.models import model_name
 
     dims = Dims.of(model)
@@ -415,7 +418,9 @@ def das(model, base, source, site: str, layer: int, positions: Sequence[int] | i
     if n_prompts < 2:
         raise InputError(f"das needs at least 2 base/source pairs (a training and a held-out split), got {n_prompts}")
     cand = None if candidates is None else torch.as_tensor(candidates, dtype=torch.long).reshape(n_prompts, -1)
-    ix = Interchanger(model, base, source, site, layer, positions, head)
+    ix = interchanger or Interchanger(model, base, source, site, layer, positions, head)
+    if (ix.site, ix.layer, ix.n) != (site, int(layer), n_prompts):
+        raise InputError(f"interchanger was built for {ix.site} layer {ix.layer} on {ix.n} pairs, not {site} layer {layer} on {n_prompts}")
 
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(ix.n, generator=g)
@@ -454,9 +459,8 @@ def das(model, base, source, site: str, layer: int, positions: Sequence[int] | i
     basis = rot.basis()
     hits = _hits(ix.with_basis(basis, test), y[test], None if cand is None else cand[test])
     k = int(hits.sum())
-    counts = torch.bincount(y[test]).max() if len(test) else torch.tensor(0)
     return Subspace(basis, site, int(layer), ix.positions, ix.head, model_name(model), pd.DataFrame(curve),
-                    k / len(test), len(test), wilson(k, len(test)), float(counts) / len(test),
+                    k / len(test), len(test), wilson(k, len(test)), _majority(y[test], None if cand is None else cand[test]),
                     tuple(train.tolist()), tuple(test.tolist()),
                     {"dim": dim, "boundless": boundless, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                      "lr_end": lr_end, "seed": seed, "n_pairs": ix.n})
@@ -466,6 +470,14 @@ def _hf_of(model) -> torch.nn.Module:
     from interp.attnstats.fused import hf_model_of
 
     return hf_model_of(model)
+
+
+def _majority(y: torch.Tensor, cand: torch.Tensor | None) -> float:
+    """The majority-class baseline: the best constant answer's accuracy (with candidates: always the same slot,
+    e.g. always the second name; without: always the most common target token)."""
+    if cand is None:
+        return float(torch.bincount(y).max()) / len(y)
+    return float(max((cand[:, j] == y).float().mean() for j in range(cand.shape[1])))
 
 
 def _hits(logits: torch.Tensor, y: torch.Tensor, cand: torch.Tensor | None) -> torch.Tensor:
@@ -551,7 +563,8 @@ def _unit_span(m: torch.Tensor, eps: float = 1e-6) -> torch.Tensor | None:
 
 def subspace_report(model, subspace: Subspace, base, source, answers, target=None, *, span=None, heads=None, weight: str = "q",
                     classes=None, candidates=None, rows=None, large_effect: float = 30.0, small_effect: float = 15.0,
-                    null_effect: float = 5.0, dormant_auc: float = 0.75, outside_frac: float = 0.5, task: str = "subspace") -> SubspaceReport:
+                    null_effect: float = 5.0, dormant_auc: float = 0.75, outside_frac: float = 0.5, task: str = "subspace",
+                    interchanger: Interchanger | None = None) -> SubspaceReport:
     """Faithful subspace or illusion? (Makelov, Lange & Nanda; methods.md §11.)
 
     ``answers [n 2]`` are each base prompt's (correct, incorrect) answers: LD = logit(correct) − logit(incorrect)
@@ -577,7 +590,7 @@ def subspace_report(model, subspace: Subspace, base, source, answers, target=Non
 
     from interp.plot.subspace import subspace_figure
 
-    ix = Interchanger(model, base, source, subspace.site, subspace.layer, subspace.positions, subspace.head)
+    ix = interchanger or Interchanger(model, base, source, subspace.site, subspace.layer, subspace.positions, subspace.head)
     n = ix.n
     ans = torch.as_tensor(answers, dtype=torch.long).reshape(n, 2)
     y = ans[:, 0] if target is None else token_ids(model, target, n)
@@ -596,7 +609,7 @@ def subspace_report(model, subspace: Subspace, base, source, answers, target=Non
         return (lg.gather(1, ans[idx, :1].to(lg.device)) - lg.gather(1, ans[idx, 1:].to(lg.device)))[:, 0].cpu()
 
     ld_clean = float(ld(ix.clean_logits[idx]).mean())
-    majority = float(torch.bincount(y[idx]).max()) / len(idx)
+    majority = _majority(y[idx], cand[idx])
     recs = [{"condition": "clean", "metric": "logit_diff", "value": ld_clean, "n": len(idx)}]
     parts = {"subspace": basis, "row": _unit_span(b_row), "null": _unit_span(b_null), "whole": None}
     effects = {}
