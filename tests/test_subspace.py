@@ -298,9 +298,14 @@ def test_das_within_a_subspace_stays_in_it(planted):
 
 @pytest.mark.parametrize("site,width,head", [("resid_post", 48, None), ("resid_pre", 48, None), ("mlp_post", 96, None),
                                              ("attn_out", 48, None), ("z", 8, 4), ("resid_post", 48, "last")])
-def test_last_token_fast_path_equals_the_full_run_with_padding(tiny_llama, site, width, head):
-    """The fast path (only the last token's row above the patch) against running every position, on ragged rows."""
+@pytest.mark.parametrize("chunk", [32, 3])
+def test_last_token_fast_path_equals_the_full_run_with_padding(tiny_llama, site, width, head, chunk, monkeypatch):
+    """The fast path (only the last token's row above the patch) against running every position, on ragged rows;
+    with chunk 3 the no-grad recording runs in two row chunks that are merged."""
+    import interp.analyze.subspace as subspace
     from interp.analyze.subspace import Interchanger
+
+    monkeypatch.setattr(subspace, "CHUNK", chunk)
 
     base = ["ab cd ef", "gh ij", "kl mn op q", "rs"]
     src = ["tu vw xy", "zz yy", "xx ww vv u", "ts"]
@@ -312,3 +317,4 @@ def test_last_token_fast_path_equals_the_full_run_with_padding(tiny_llama, site,
     ix.kv = None  # the reference: every layer above on every position
     torch.testing.assert_close(fast, ix.with_basis(b), atol=2e-5, rtol=1e-5)
     assert not torch.allclose(fast, ix.clean_logits, atol=1e-4)  # the patch does something
+    torch.testing.assert_close(ix.clean_logits, interp.run(tiny_llama, base)[torch.arange(4), ix.end], atol=2e-5, rtol=1e-5)

@@ -150,18 +150,22 @@ class Interchanger:
         self.n = a.tokens.shape[0]
         self.rows = row_positions(positions, a.attention_mask).to(a.tokens.device)  # [batch k] padded indices
         self.end = (row_positions((-1,), a.attention_mask)[:, 0]).to(a.tokens.device)  # [batch]
-        _, cap = run(model, b.tokens, capture=CaptureSpec(sites=(site,), layers=(self.layer,)), attention_mask=b.attention_mask)
-        self.src = self._gather(cap[site, self.layer].to(a.tokens.device), torch.arange(self.n))  # [batch k d]
-        _, cap_base = run(model, a.tokens, capture=CaptureSpec(sites=(site,), layers=(self.layer,)), attention_mask=a.attention_mask)
-        self.base = self._gather(cap_base[site, self.layer].to(a.tokens.device), torch.arange(self.n))  # [batch k d]
-        self.clean_logits = cap_base.logits[torch.arange(self.n), self.end.cpu()]  # [batch d_vocab]
+        spec = CaptureSpec(sites=(site,), layers=(self.layer,))
+        src, base, clean = [], [], []
+        # In chunks of rows: a whole-batch run would hold [batch pos d_vocab] logits (630 MiB at 200 × 16 tokens).
+        for rows in torch.arange(self.n).split(CHUNK):
+            _, cap = run(model, b.tokens[rows], capture=spec, attention_mask=b.attention_mask[rows])
+            src.append(self._gather(cap[site, self.layer].to(a.tokens.device), rows, local=True))
+            _, cap = run(model, a.tokens[rows], capture=spec, attention_mask=a.attention_mask[rows])
+            base.append(self._gather(cap[site, self.layer].to(a.tokens.device), rows, local=True))
+            clean.append(cap.logits[torch.arange(len(rows)), self.end[rows].cpu()])
+        self.src, self.base = torch.cat(src), torch.cat(base)  # [batch k d] each
+        self.clean_logits = torch.cat(clean)  # [batch d_vocab] at each base prompt's last token
         self.stack = find_stack(model)
         self.prefix = None
         self.kv: dict | None = None
         if self.stack is not None:
-            from interp.sweep.heads import record_prefix
-
-            self.prefix = record_prefix(model, a)
+            self.prefix = _record_prefix_chunked(model, a)
             if self.positions == (-1,):
                 self.kv = self._record_kv()
 
@@ -184,9 +188,10 @@ class Interchanger:
                 self.stack.layers[i](self.prefix.hidden[i], *args, **{**kwargs, "past_key_values": rec})
         return rec.kv
 
-    def _gather(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """``t``'s values at the patch positions of rows ``idx``: ``[n k d]`` (one head for z, or ``[n k head d]``)."""
-        w = t[idx[:, None], self.rows[idx]]
+    def _gather(self, t: torch.Tensor, idx: torch.Tensor, local: bool = False) -> torch.Tensor:
+        """``t``'s values at the patch positions of rows ``idx``: ``[n k d]`` (one head for z, or ``[n k head d]``);
+        ``local``: ``t`` holds only those rows."""
+        w = t[(torch.arange(len(idx)) if local else idx)[:, None], self.rows[idx]]
         return w if self.head is None or self.site != "z" else w[:, :, self.head]
 
     def _patch(self, t: torch.Tensor, idx: torch.Tensor, fn) -> torch.Tensor:
@@ -284,6 +289,27 @@ class Interchanger:
                 return self.logits(lambda w, u: u, idx)
             b = check_basis(basis, self.width, "basis")
             return self.logits(lambda w, u: interchange(w, u, b), idx)
+
+
+CHUNK = 32  # rows per no-grad pass while recording
+
+
+def _record_prefix_chunked(model, batch):
+    """:func:`interp.sweep.heads.record_prefix` in row chunks, merged (the logits are not kept: only the layer
+    inputs and call arguments are needed). The attention mask is per row; the other arguments are shared."""
+    from interp.inputs import Batch
+    from interp.sweep.heads import Prefix, record_prefix
+
+    parts = [record_prefix(model, Batch(batch.tokens[r], batch.attention_mask[r], batch.padding_side))
+             for r in torch.arange(batch.tokens.shape[0]).split(CHUNK)]
+    hidden = [torch.cat([p.hidden[i] for p in parts]) for i in range(len(parts[0].hidden))]
+    calls = []
+    for i, (args, kwargs) in enumerate(parts[0].calls):
+        kw = dict(kwargs)
+        if isinstance(kw.get("attention_mask"), torch.Tensor) and len(parts) > 1:
+            kw["attention_mask"] = torch.cat([p.calls[i][1]["attention_mask"].expand(len(p.hidden[i]), -1, -1, -1) for p in parts])
+        calls.append((args, kw))
+    return Prefix(hidden, calls, None)
 
 
 class _KVRecord:
