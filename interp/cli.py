@@ -1,4 +1,4 @@
-"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | vision | circuits | reuse | repair | sweep | plot``.
+"""Command line: ``interp atlas | sinks | entropy | retrieval | capture | patch | steer | subspace | weights | vision | circuits | reuse | repair | sweep | plot``.
 
 Every verb follows one pattern: build the job's config (every option checked against its declared domain,
 ``interp.jobs.domain``), check threads and device (without importing torch on a CPU build), resolve the model
@@ -281,6 +281,52 @@ def patch(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     from interp.jobs.patch import run_patch
 
     _echo_paths(run_patch(m, out, config, progress=not quiet))
+
+
+@app.command()
+def subspace(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+             task: str = typer.Option("ioi", help="task: ioi (name position ABB vs BAB at END)"),
+             site: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or mlp_post"),
+             layer: int = typer.Option(-1, help="layer of the site (required)"),
+             pairs: int = typer.Option(200, help="base/source pairs (>= 10; 20% held out)"),
+             dim: int = typer.Option(1, help="subspace dimension (1 .. width-1)"),
+             epochs: int = typer.Option(30, help="DAS epochs"), batch_size: int = typer.Option(20, help="DAS batch size"),
+             lr: float = typer.Option(0.1, help="Adam learning rate (decays linearly to --lr-end)"),
+             lr_end: float = typer.Option(0.01, help="final learning rate"),
+             boundless: bool = typer.Option(False, help="Boundless DAS (learned mask over a full rotation)"),
+             split_heads: List[str] = typer.Option([], help="heads whose W_Q span splits a residual direction, e.g. --split-heads L23H3 L23H0"),
+             weight: str = typer.Option("q", help="which weight of --split-heads spans the connected part: q, k or v"),
+             seed: int = typer.Option(0), out: Path = typer.Option(Path("runs/subspace"), help="output directory (resumes if interrupted)"),
+             device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
+             quiet: bool = typer.Option(False, help="no progress output")):
+    """DAS subspace at one site + the illusion checks → subspace.parquet, report.html, run.json."""
+    from interp.jobs.subspace_config import SubspaceConfig
+
+    config = SubspaceConfig(task=task, site=site, layer=layer, pairs=pairs, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr,
+                            lr_end=lr_end, seed=seed, boundless=boundless, split_heads=tuple(split_heads), weight=weight)
+    _prepare("subspace", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.subspace import run_subspace
+
+    _echo_paths(run_subspace(m, out, config, progress=not quiet))
+
+
+@app.command()
+def weights(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+            kinds: List[str] = typer.Option(["q", "k", "v"], help="composition kinds: q, k, v"),
+            top: int = typer.Option(20, help="top pairs listed per kind"),
+            n_tokens: int = typer.Option(1000, help="sampled tokens for the QK same-token score"),
+            seed: int = typer.Option(0), out: Path = typer.Option(Path("runs/weights"), help="output directory"),
+            device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
+    """Head circuits from the weights: composition scores, OV copying, QK scores → weights.parquet, report.html, run.json."""
+    from interp.jobs.subspace_config import WeightsConfig
+
+    config = WeightsConfig(kinds=tuple(kinds), top=top, n_tokens=n_tokens, seed=seed)
+    _prepare("weights", model, out, config)
+    m = _load(model, device, threads)
+    from interp.jobs.subspace import run_weights
+
+    _echo_paths(run_weights(m, out, config))
 
 
 @app.command()

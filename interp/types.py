@@ -85,6 +85,8 @@ SITES: dict[str, Site] = {
         Site("resid_post", "blocks.{l}.hook_resid_post", "batch pos d_model"),
         Site("attn_out", "blocks.{l}.hook_attn_out", "batch pos d_model"),
         Site("mlp_out", "blocks.{l}.hook_mlp_out", "batch pos d_model"),
+        # MLP hidden activation after the nonlinearity (gated: act(gate)·up), the input of W_out
+        Site("mlp_post", "blocks.{l}.mlp.hook_post", "batch pos d_mlp"),
         Site("q", "blocks.{l}.attn.hook_q", "batch pos head_index d_head", per_head=True),
         Site("k", "blocks.{l}.attn.hook_k", "batch pos kv_head d_head", per_head=True, kv=True),
         Site("v", "blocks.{l}.attn.hook_v", "batch pos kv_head d_head", per_head=True, kv=True),

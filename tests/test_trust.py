@@ -242,7 +242,7 @@ def test_a_lock_whose_process_is_gone_is_stale_and_replaced(tmp_path):
 
 
 def test_a_truncated_part_is_set_aside_and_recomputed(tmp_path):
-    from interp.sweep.store import ResumableTable, cached
+    from interp.store import ResumableTable, cached
 
     store = ResumableTable(tmp_path)
     frame = pd.DataFrame({"a": range(100)})
@@ -278,7 +278,7 @@ def test_python_values_refuse_non_finite_and_wrong_types(tiny_llama):
     from interp.edits import MixIdentity, MixUniform, ScaleHeadOutput, ScaleSegment
     from interp.intervene.steering import iti_edits, probe_heads
     from interp.intervene.values import AddToHead, AddVector
-    from interp.sweep.heads import sweep_heads
+    from interp.intervene.heads import sweep_heads
     from interp.types import HeadId
 
     h, nan, inf = HeadId(0, 0), float("nan"), float("inf")

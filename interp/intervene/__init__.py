@@ -6,8 +6,8 @@ from interp.intervene.means import mean_activations, mean_ablate
 from interp.intervene.run import edited, run
 from interp.intervene.steering import HeadProbes, actadd, caa, generate, iti_edits, probe_heads
 from interp.intervene.values import (ActivationMeans, AddToHead, AddVector, MeanAblate, Patch, ResampleAblate, SetPattern,
-                                     ZeroAblate)
+                                     SubspacePatch, ZeroAblate)
 
 __all__ = ["run", "edited", "ZeroAblate", "MeanAblate", "ResampleAblate", "Patch", "AddToHead", "AddVector", "SetPattern",
-           "ActivationMeans", "mean_activations", "mean_ablate", "HeadProbes", "probe_heads", "iti_edits", "actadd", "caa",
-           "generate"]
+           "SubspacePatch", "ActivationMeans", "mean_activations", "mean_ablate", "HeadProbes", "probe_heads", "iti_edits",
+           "actadd", "caa", "generate"]

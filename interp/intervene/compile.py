@@ -30,13 +30,23 @@ class Dims:
     n_kv: int
     d_head: int
     d_model: int
+    d_mlp: int | None = None
 
     @classmethod
     def of(cls, model) -> "Dims":
         from interp.models import model_name
 
         c = model.cfg
-        return cls(model_name(model), c.n_layers, c.n_heads, getattr(c, "n_key_value_heads", None) or c.n_heads, c.d_head, c.d_model)
+        return cls(model_name(model), c.n_layers, c.n_heads, getattr(c, "n_key_value_heads", None) or c.n_heads, c.d_head, c.d_model,
+                   getattr(c, "d_mlp", None))
+
+    def width(self, site_name: str) -> int:
+        """The last-axis width of a site's activation (per head for per-head sites)."""
+        if site_name == "mlp_post":
+            if not self.d_mlp:
+                raise InputError(f"model {self.model!r} has no MLP width (d_mlp) for site 'mlp_post'")
+            return self.d_mlp
+        return self.d_head if site(site_name).per_head else self.d_model
 
 
 @dataclass(frozen=True)
@@ -210,6 +220,38 @@ def _patch_ops(e: v.Patch, dims: Dims) -> list[Op]:
     return [Op(e.site, e.layer, _setter(e, h, value))]
 
 
+def interchange(w: torch.Tensor, u: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``w + (u − w)·B Bᵀ``: ``w``'s component in span(B) replaced by ``u``'s (B ``[d, k]`` orthonormal; the
+    fast form of :func:`interchange_rotated`). Exactly ``w`` when ``u`` equals ``w``."""
+    b = basis.to(w.device, w.dtype)
+    return w + ((u - w) @ b) @ b.T
+
+
+def interchange_rotated(w: torch.Tensor, u: torch.Tensor, rotation: torch.Tensor, k: int) -> torch.Tensor:
+    """Reference (DAS's definition, §11): rotate by the orthogonal ``rotation [d, d]`` (its first ``k`` columns
+    span the subspace), take the first ``k`` rotated coordinates from ``u`` and the rest from ``w``, rotate back."""
+    rw, ru = w @ rotation, u @ rotation
+    mixed = torch.cat([ru[..., :k], rw[..., k:]], -1)
+    return mixed @ rotation.T
+
+
+def _subspace_ops(e: v.SubspacePatch, dims: Dims) -> list[Op]:
+    h = _located(e, dims)
+    d = dims.width(e.site)
+    if e.basis.shape[0] != d:
+        raise InputError(f"SubspacePatch: basis has {e.basis.shape[0]} rows, but site {e.site!r} has width {d}; give a [{d}, k] basis")
+    _source_tensor(e.source, e, dims)
+
+    def value(t, idx, pos, ctx):
+        src = _source_tensor(e.source, e, dims)
+        if src.shape[0] not in (1, t.shape[0]):
+            raise InputError(f"SubspacePatch: source has {src.shape[0]} rows, the run has {t.shape[0]}; capture one row or one per input row")
+        u = _check_rows(src, t, e).expand(t.shape[0], *src.shape[1:])[idx]
+        return interchange(t[idx], u.to(t.dtype), e.basis)
+
+    return [Op(e.site, e.layer, _setter(e, h, value))]
+
+
 def _check_vector(vec: torch.Tensor, n: int, what: str, who: str) -> None:
     if vec.shape[-1] != n:
         raise InputError(f"{who}: vector has dimension {vec.shape[-1]}, but {what} is {n}")
@@ -328,6 +370,7 @@ RULES: dict[type, Rule] = {
     v.MeanAblate: Rule(hooks=_mean_ops),
     v.ResampleAblate: Rule(hooks=_resample_ops),
     v.Patch: Rule(hooks=_patch_ops),
+    v.SubspacePatch: Rule(hooks=_subspace_ops),
     v.AddToHead: Rule(hooks=_add_to_head_ops),
     v.AddVector: Rule(hooks=_add_vector_ops),
     v.SetPattern: Rule(hooks=_set_pattern_ops, fused=_set_pattern_fused),
@@ -366,4 +409,5 @@ def op_sites(e, dims: Dims) -> set[str]:
     return {op.site for op in r.hooks(e, dims)} if r.hooks else set()
 
 
-__all__ = ["RULES", "Rule", "Op", "Ctx", "Dims", "flatten", "rule", "head_index", "PATTERN_SITES"]
+__all__ = ["RULES", "Rule", "Op", "Ctx", "Dims", "flatten", "rule", "head_index", "PATTERN_SITES", "interchange",
+           "interchange_rotated"]

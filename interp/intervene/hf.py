@@ -1,7 +1,7 @@
 """Site hooks on the plain transformers modules of a Llama-family decoder (the faster engine).
 
 Sites map to modules as TransformerLens maps them: ``q/k/v`` are the projection outputs before rotary,
-``z`` is the input of ``o_proj``, ``attn_out`` its output, ``mlp_out`` the MLP output, ``resid_pre`` /
+``z`` is the input of ``o_proj``, ``attn_out`` its output, ``mlp_out`` the MLP output, ``mlp_post`` the input of ``down_proj``, ``resid_pre`` /
 ``resid_post`` a decoder layer's input / output. ``resid_mid`` is not a module boundary: a write sets the
 attention output to ``target − resid_pre``, so both the MLP and the skip connection see the new value.
 Patterns need the bridge (``hook_pattern``); :func:`find_stack` returns None for architectures it does not know.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-HF_SITES = frozenset({"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "q", "k", "v", "z"})
+HF_SITES = frozenset({"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post", "q", "k", "v", "z"})
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
@@ -50,6 +50,8 @@ class Stack:
             return [attn.register_forward_hook(_out0(fn))]
         if site == "mlp_out":
             return [blk.mlp.register_forward_hook(_out0(fn))]
+        if site == "mlp_post":
+            return [blk.mlp.down_proj.register_forward_pre_hook(_pre_arg0(fn), with_kwargs=True)]
         if site == "resid_mid":
             return _resid_mid(blk, fn)
         if site in ("q", "k", "v"):

@@ -4,7 +4,7 @@ Every edit names a *site* (``interp.types.SITES``), a layer, optionally a head a
 
 - ``ZeroAblate``, ``MeanAblate`` (the mean over a reference set, computed once and kept in the value) and
   ``ResampleAblate`` (values drawn from other prompts' run);
-- ``Patch`` (values from another run's ``Capture``), ``AddToHead`` (a direction added to a head's ``z``),
+- ``Patch`` (values from another run's ``Capture``), ``SubspacePatch`` (only the component in a subspace), ``AddToHead`` (a direction added to a head's ``z``),
   ``AddVector`` (residual steering), ``SetPattern`` (overwrite attention rows).
 
 A head on ``q``/``z``/``pattern`` is a query head (``HeadId`` or an int); on ``k``/``v`` it is a key/value
@@ -70,25 +70,30 @@ class _Located(_Value):
     positions: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        s, layer, head = self.site, self.layer, self.head
-        if isinstance(s, HeadId):
-            s, layer, head = "z", s.layer, s
-        elif isinstance(s, KVGroup):
-            raise InputError(f"{type(self).__name__}: a KVGroup ({s}) needs its site; pass site 'k' or 'v', e.g. {type(self).__name__}('v', {s.layer}, {s!r})")
-        if not isinstance(s, str):
-            raise InputError(f"{type(self).__name__}: site must be a site name or a HeadId, got {s!r}")
-        site(s)
-        if isinstance(head, (HeadId, KVGroup)):
-            if layer is None:
-                layer = head.layer
-            if head.layer != layer:
-                raise InputError(f"{type(self).__name__}: head {head} is in layer {head.layer}, but layer={layer} was given")
+        _locate(self)
+
+
+def _locate(self) -> None:
+    """Normalise ``site``/``layer``/``head``/``positions`` of a located edit in place (a HeadId site means its z)."""
+    s, layer, head = self.site, self.layer, self.head
+    if isinstance(s, HeadId):
+        s, layer, head = "z", s.layer, s
+    elif isinstance(s, KVGroup):
+        raise InputError(f"{type(self).__name__}: a KVGroup ({s}) needs its site; pass site 'k' or 'v', e.g. {type(self).__name__}('v', {s.layer}, {s!r})")
+    if not isinstance(s, str):
+        raise InputError(f"{type(self).__name__}: site must be a site name or a HeadId, got {s!r}")
+    site(s)
+    if isinstance(head, (HeadId, KVGroup)):
         if layer is None:
-            raise InputError(f"{type(self).__name__}({s!r}) needs a layer")
-        object.__setattr__(self, "site", s)
-        object.__setattr__(self, "layer", int(layer))
-        object.__setattr__(self, "head", head)
-        object.__setattr__(self, "positions", _positions(self.positions))
+            layer = head.layer
+        if head.layer != layer:
+            raise InputError(f"{type(self).__name__}: head {head} is in layer {head.layer}, but layer={layer} was given")
+    if layer is None:
+        raise InputError(f"{type(self).__name__}({s!r}) needs a layer")
+    object.__setattr__(self, "site", s)
+    object.__setattr__(self, "layer", int(layer))
+    object.__setattr__(self, "head", head)
+    object.__setattr__(self, "positions", _positions(self.positions))
 
 
 @dataclass(eq=False)
@@ -238,6 +243,64 @@ class SetPattern(_Value):
         object.__setattr__(self, "weights", w)
 
 
-ActivationEdit = Union[ZeroAblate, MeanAblate, ResampleAblate, Patch, AddToHead, AddVector, SetPattern]
+SUBSPACE_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post", "z")
 
-__all__ = ["ActivationMeans", "ZeroAblate", "MeanAblate", "ResampleAblate", "Patch", "AddToHead", "AddVector", "SetPattern", "ActivationEdit"]
+
+@dataclass(frozen=True, eq=False, repr=False)
+class SubspacePatch(_Value):
+    """Replace the activation's component in span(``basis``) with ``source``'s and keep the rest (methods.md §11):
+    ``w' = w + (u − w)·B Bᵀ`` for base ``w``, source ``u`` and ``basis`` B ``[d, k]`` with orthonormal columns
+    (checked to 1e-5; ``orthonormalize=True`` takes the QR basis of the given columns instead). For k = 1 this is
+    ``w + (⟨u,v⟩ − ⟨w,v⟩)·v``. ``d`` is the site's width: d_model for the residual sites, attn_out and
+    mlp_out, d_mlp for ``mlp_post``, d_head for ``z`` (one head, or every head with the same basis when
+    ``head`` is None). ``source`` is a ``Capture`` of the same model on prompts of the same token length.
+    k = d is allowed and equals a full :class:`Patch`."""
+
+    site: Any = None
+    layer: int | None = None
+    basis: Any = None
+    source: Any = None
+    head: HeadLike = None
+    positions: tuple[int, ...] | None = None
+    orthonormalize: bool = False
+
+    def __post_init__(self):
+        _locate(self)
+        if self.site not in SUBSPACE_SITES:
+            raise InputError(f"SubspacePatch: site {self.site!r} is not supported; use one of {', '.join(SUBSPACE_SITES)}")
+        if self.source is None:
+            raise InputError("SubspacePatch needs source=capture of the source prompts, e.g. interp.run(model, source, capture=CaptureSpec(sites=('resid_post',)))[1]")
+        object.__setattr__(self, "basis", check_basis(self.basis, None, "SubspacePatch", orthonormalize=self.orthonormalize))
+
+
+def check_basis(basis, d: int | None, who: str, *, orthonormalize: bool = False, tol: float = 1e-5) -> torch.Tensor:
+    """``basis`` as a float32 ``[d, k]`` tensor with orthonormal columns, or a one-line InputError."""
+    if basis is None:
+        raise InputError(f"{who} needs basis=[d, k] with orthonormal columns")
+    b = torch.as_tensor(basis).detach().to(torch.float64)
+    if b.ndim == 1:
+        b = b[:, None]
+    if b.ndim != 2 or b.shape[1] == 0 or b.shape[0] == 0:
+        raise InputError(f"{who}: basis must be [d, k] with k >= 1 columns, got shape {list(b.shape)}")
+    if not bool(torch.isfinite(b).all()):
+        raise InputError(f"{who}: basis has NaN or infinite entries")
+    if d is not None and b.shape[0] != d:
+        raise InputError(f"{who}: basis has {b.shape[0]} rows, but the site's width is {d}; give a [{d}, k] basis")
+    if b.shape[1] > b.shape[0]:
+        raise InputError(f"{who}: basis has k={b.shape[1]} columns in d={b.shape[0]} dimensions; at most d orthonormal columns exist")
+    if orthonormalize:
+        q, r = torch.linalg.qr(b)
+        if bool((r.diagonal().abs() < 1e-8).any()):
+            raise InputError(f"{who}: basis columns are linearly dependent; orthonormalize needs k independent columns")
+        b = q
+    err = float((b.T @ b - torch.eye(b.shape[1], dtype=b.dtype)).abs().max())
+    if err > tol:
+        raise InputError(f"{who}: basis columns are not orthonormal (max |BᵀB − I| = {err:.2g} > {tol:g}); "
+                         "pass orthonormalize=True or orthonormalize them (torch.linalg.qr)")
+    return b.to(torch.float32)
+
+
+ActivationEdit = Union[ZeroAblate, MeanAblate, ResampleAblate, Patch, AddToHead, AddVector, SetPattern, SubspacePatch]
+
+__all__ = ["ActivationMeans", "ZeroAblate", "MeanAblate", "ResampleAblate", "Patch", "AddToHead", "AddVector", "SetPattern", "SubspacePatch",
+           "ActivationEdit", "check_basis", "SUBSPACE_SITES"]

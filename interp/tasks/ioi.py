@@ -142,4 +142,64 @@ def ioi(model, n: int = 100, *, seed: int = 0, corruption: str = "abc", template
                    [r[5] for r in rows], corruption, metric)
 
 
-__all__ = ["ioi", "IOIData", "LogitDiff", "Normalized", "single_tokens", "TEMPLATES", "NAMES"]
+@dataclass(frozen=True)
+class PositionPairs:
+    """Base/source prompt pairs for the IOI *name position* feature (Makelov et al., methods.md §11): each base
+    and source come from the same template with independent names, so their tokens align. The order is ABB
+    (IO first: "When Mary and John …, John gave … to") or BAB. Patching the source's position feature into the
+    base makes the base answer with the name at the source's IO position: ``target`` is the base's IO when the
+    orders agree and the base's S when they differ."""
+
+    base: list[str]
+    source: list[str]
+    base_order: list[str]  # "ABB" or "BAB"
+    source_order: list[str]
+    answers: torch.Tensor  # [batch 2]: the base's (IO, S) token ids
+    target: torch.Tensor  # [batch]: the source-implied answer
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def flips(self) -> torch.Tensor:
+        """``[batch]`` bool: base and source orders differ (the pairs whose target is the base's S)."""
+        return torch.tensor([a != b for a, b in zip(self.base_order, self.source_order)])
+
+
+def position_pairs(model, n: int = 200, *, seed: int = 0, templates: Sequence[int] | None = None) -> PositionPairs:
+    """``n`` pairs cycling through the four (base, source) order combinations ABB/BAB × ABB/BAB."""
+    if n < 1:
+        raise InputError(f"n must be at least 1, got {n}")
+    tok = model.tokenizer
+    name_ids = single_tokens(tok, NAMES, strict=False)
+    places = list(single_tokens(tok, PLACES, "place", strict=False))
+    objects = list(single_tokens(tok, OBJECTS, "object", strict=False))
+    if len(name_ids) < 4 or not places or not objects:
+        raise InputError(f"this tokenizer has {len(name_ids)} single-token names, {len(places)} places and {len(objects)} objects; "
+                         "position pairs need at least 4 names and one of each (use a model with a word-level vocabulary)")
+    tids = list(range(len(TEMPLATES))) if templates is None else [int(t) for t in templates]
+    if any(not 0 <= t < len(TEMPLATES) for t in tids):
+        raise InputError(f"template index out of range; there are {len(TEMPLATES)} templates (0-{len(TEMPLATES) - 1})")
+    rng = random.Random(seed)
+    pool = sorted(name_ids)
+    combos = [("ABB", "ABB"), ("ABB", "BAB"), ("BAB", "ABB"), ("BAB", "BAB")]
+    rows = []
+    for i in range(n):
+        t = tids[rng.randrange(len(tids))]
+        bo, so = combos[i % 4]
+        fill = {"PLACE": rng.choice(places), "OBJECT": rng.choice(objects)}
+
+        def prompt(order):
+            io, s = rng.sample(pool, 2)
+            a, b = (io, s) if order == "ABB" else (s, io)
+            return TEMPLATES[t].format(A=a, B=b, C=s, **fill), io, s
+
+        base, io, s = prompt(bo)
+        source, _, _ = prompt(so)
+        rows.append((base, source, bo, so, name_ids[io], name_ids[s]))
+    answers = torch.tensor([[r[4], r[5]] for r in rows])
+    target = torch.where(torch.tensor([r[2] == r[3] for r in rows]), answers[:, 0], answers[:, 1])
+    return PositionPairs([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], answers, target)
+
+
+__all__ = ["ioi", "IOIData", "PositionPairs", "position_pairs", "LogitDiff", "Normalized", "single_tokens", "TEMPLATES", "NAMES"]
