@@ -46,6 +46,7 @@ VALID = {
     ("vision", "--vhr-layers", "0"): "layer 0 exists",
     ("vision", "--var-layers", "0"): "layer 0 exists",
     ("capture", "--layer", "0"): "layer 0 exists",
+    ("subspace", "--layer", "0"): "layer 0 exists",
     ("capture", "--head", "0"): "head 0 exists",
     ("entropy", "--collapse", "0"): "no head is flagged as collapsed",
     ("circuits", "--min-effect", "0"): "every head with any path effect qualifies",

@@ -8,20 +8,20 @@ from interp.cli import main
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["subspace", "--site", "resid_post"], "needs --layer"),
+    (["subspace", "--site", "resid_post"], "needs --split-heads"),
     (["subspace", "--site", "mlp_post", "--layer", "40"], "--layer 40 out of range"),
     (["subspace", "--site", "pattern", "--layer", "3"], "--site 'pattern' unknown"),
-    (["subspace", "--site", "mlp_post", "--layer", "20", "--dim", "0"], "--dim must be an integer of at least 1"),
+    (["subspace", "--site", "mlp_post", "--layer", "20", "--dim", "0"], "--dim must be at least 1, got 0"),
     (["subspace", "--site", "mlp_post", "--layer", "20", "--dim", "1536"], "--dim 1536 must be below the site's width 1536"),
     (["subspace", "--site", "resid_post", "--layer", "15"], "needs --split-heads"),
     (["subspace", "--site", "resid_post", "--layer", "15", "--split-heads", "L23H12"], "head 12 out of range"),
-    (["subspace", "--site", "mlp_post", "--layer", "20", "--pairs", "3"], "--pairs must be an integer of at least 10"),
-    (["subspace", "--site", "mlp_post", "--layer", "20", "--lr", "-1"], "--lr must be a positive number"),
-    (["subspace", "--site", "mlp_post", "--layer", "20", "--epochs", "0"], "--epochs must be an integer of at least 1"),
+    (["subspace", "--site", "mlp_post", "--layer", "20", "--pairs", "3"], "--pairs must be at least 10, got 3"),
+    (["subspace", "--site", "mlp_post", "--layer", "20", "--lr", "-1"], "--lr must be above 0, got -1"),
+    (["subspace", "--site", "mlp_post", "--layer", "20", "--epochs", "0"], "--epochs must be at least 1, got 0"),
     (["subspace", "--site", "mlp_post", "--layer", "2", "--model", "minilm-l6"], "needs a causal language model"),
     (["subspace", "--site", "mlp_post", "--layer", "2", "--task", "colors"], "--task 'colors' unknown"),
     (["weights", "--kinds", "x"], "--kinds 'x' unknown"),
-    (["weights", "--top", "0"], "--top must be an integer of at least 1"),
+    (["weights", "--top", "0"], "--top must be at least 1, got 0"),
 ])
 def test_bad_input_exits_2_with_one_line(args, msg, capsys, tmp_path, monkeypatch):
     import interp.models.loader as loader

@@ -45,9 +45,10 @@ def run_subspace(model, out: str | Path, config: SubspaceConfig, *, progress: bo
     store = ResumableTable(od.parts_dir)
     pairs = position_pairs(model, config.pairs, seed=config.seed)
     heads = [HeadId.parse(h) for h in config.split_heads] or None
+    layer = config.layer_for(model.cfg.n_layers)
 
     def train() -> pd.DataFrame:
-        sub = das(model, pairs.base, pairs.source, config.site, config.layer, -1, pairs.target, dim=config.dim,
+        sub = das(model, pairs.base, pairs.source, config.site, layer, -1, pairs.target, dim=config.dim,
                   epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, lr_end=config.lr_end,
                   test_fraction=config.test_fraction, seed=config.seed, boundless=config.boundless,
                   candidates=pairs.answers, progress=progress)
@@ -60,7 +61,7 @@ def run_subspace(model, out: str | Path, config: SubspaceConfig, *, progress: bo
     t_das = time.perf_counter() - t
     basis = torch.tensor(part[[c for c in part.columns if c.startswith("b") and c[1:].isdigit()]].to_numpy(), dtype=torch.float32)
     test = [int(i) for i in str(part["test"].iloc[0]).split(",") if i]
-    sub = Subspace(basis, config.site, config.layer, (-1,), model=model_name(model), test=tuple(test))
+    sub = Subspace(basis, config.site, layer, (-1,), model=model_name(model), test=tuple(test))
     rows = [i for i in test if bool(pairs.flips[i])]
 
     def report() -> pd.DataFrame:
@@ -74,7 +75,7 @@ def run_subspace(model, out: str | Path, config: SubspaceConfig, *, progress: bo
     verdict = bool(df["illusion_suspected"].iloc[0])
     table = df[["condition", "metric", "value"] + [c for c in ("n", "ci_low", "ci_high", "baseline") if c in df]]
     intro = (f"<p>IOI name position (ABB vs BAB) at END, {config.pairs} pairs, DAS dim {config.dim} at "
-             f"{html.escape(config.site)} layer {config.layer}; held-out interchange accuracy (all held-out pairs) "
+             f"{html.escape(config.site)} layer {layer}; held-out interchange accuracy (all held-out pairs) "
              f"{float(part['accuracy'].iloc[0]):.3f} (n = {int(part['n_test'].iloc[0])}). The table is on the held-out pairs "
              f"whose orders differ (n = {len(rows)}). illusion_suspected = <b>{verdict}</b>.</p>")
     paths["report"] = write_report(od.path / "report.html", f"interp subspace — {model_name(model)}",

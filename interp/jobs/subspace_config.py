@@ -5,24 +5,13 @@ range, site width) is checked in ``check(spec)``, also before the load.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 from interp.errors import InputError
+from interp.jobs.domain import SEED, Checked, config, num
+from interp.jobs.patch_config import MAX_TASK_PROMPTS
 from interp.models.spec import ModelSpec
 
 CLI_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post")
 WEIGHT_KINDS = ("q", "k", "v")
-
-
-def _int_at_least(name: str, v, lo: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise InputError(f"--{name} must be an integer of at least {lo}, got {v!r}")
-
-
-def _positive(name: str, v) -> None:
-    if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-        raise InputError(f"--{name} must be a positive number, got {v!r}")
 
 
 def _layers_heads(spec: ModelSpec) -> tuple[int | None, int | None]:
@@ -30,19 +19,19 @@ def _layers_heads(spec: ModelSpec) -> tuple[int | None, int | None]:
     return cfg.get("num_hidden_layers", cfg.get("n_layer")), cfg.get("num_attention_heads", cfg.get("n_head"))
 
 
-@dataclass(frozen=True)
-class SubspaceConfig:
+@config
+class SubspaceConfig(Checked):
     task: str = "ioi"
-    site: str = "resid_post"
-    layer: int = -1  # required: -1 means "not given"
-    pairs: int = 200
-    dim: int = 1
-    epochs: int = 30
-    batch_size: int = 20
-    lr: float = 0.1
-    lr_end: float = 0.01
-    test_fraction: float = 0.2
-    seed: int = 0
+    site: str = "mlp_post"
+    layer: int | None = num(None, lo=0, model="layer", kind=int)  # None: two thirds of the depth (see layer_for)
+    pairs: int = num(200, lo=10, hi=MAX_TASK_PROMPTS, why="IOI prompts repeat past this; each pair is trained on every epoch")
+    dim: int = num(1, lo=1, hi=4096, why="a subspace narrower than the site; the site's own width is checked against the model")
+    epochs: int = num(30, lo=1, hi=1000, why="methods.md §11 trains 30 epochs; past 1000 the run would take hours")
+    batch_size: int = num(20, lo=1, hi=MAX_TASK_PROMPTS, why="at most one batch of every pair")
+    lr: float = num(0.1, lo=0, lo_open=True, hi=10, why="Adam on an orthogonal parametrization diverges far above 1")
+    lr_end: float = num(0.01, lo=0, lo_open=True, hi=10, why="Adam on an orthogonal parametrization diverges far above 1")
+    test_fraction: float = num(0.2, lo=0, hi=1, lo_open=True, hi_open=True)
+    seed: int = num(0, **SEED)
     boundless: bool = False
     split_heads: tuple[str, ...] = ()
     weight: str = "q"
@@ -54,16 +43,6 @@ class SubspaceConfig:
             raise InputError(f"--task {self.task!r} unknown; the available task is: ioi")
         if self.site not in CLI_SITES:
             raise InputError(f"--site {self.site!r} unknown; use one of {', '.join(CLI_SITES)}")
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0:
-            raise InputError(f"--site {self.site} needs --layer L (a layer index >= 0), got {self.layer!r}")
-        _int_at_least("pairs", self.pairs, 10)
-        _int_at_least("dim", self.dim, 1)
-        _int_at_least("epochs", self.epochs, 1)
-        _int_at_least("batch-size", self.batch_size, 1)
-        _positive("lr", self.lr)
-        _positive("lr-end", self.lr_end)
-        if not 0.0 < self.test_fraction < 1.0:
-            raise InputError(f"--test-fraction must lie strictly between 0 and 1, got {self.test_fraction}")
         if self.weight not in WEIGHT_KINDS:
             raise InputError(f"--weight {self.weight!r} unknown; use one of {', '.join(WEIGHT_KINDS)}")
         for h in self.split_heads:
@@ -74,13 +53,16 @@ class SubspaceConfig:
         if self.site in ("attn_out", "mlp_out"):
             raise InputError(f"--site {self.site} has no weight-defined split; use resid_* (with --split-heads) or mlp_post")
 
+    def layer_for(self, n_layers: int) -> int:
+        """The site's layer: ``layer``, or by default two thirds of the depth, where GPT-2's MLP8 of 12 sits in
+        the paper (layer 20 of SmolLM2's 30)."""
+        return self.layer if self.layer is not None else round(2 * n_layers / 3)
+
     def check(self, spec: ModelSpec) -> None:
         from interp.types import HeadId
 
         spec.require_causal("subspace")
         n_layers, n_heads = _layers_heads(spec)
-        if n_layers is not None and self.layer >= n_layers:
-            raise InputError(f"--layer {self.layer} out of range; {spec.name!r} has {n_layers} layers (0-{n_layers - 1})")
         cfg = spec.text_config
         width = cfg.get("intermediate_size") if self.site == "mlp_post" else cfg.get("hidden_size", cfg.get("n_embd"))
         if width is not None and self.dim >= width:
@@ -93,19 +75,17 @@ class SubspaceConfig:
                 raise InputError(f"--split-heads {text}: head {h.head} out of range; {spec.name!r} has {n_heads} query heads")
 
 
-@dataclass(frozen=True)
-class WeightsConfig:
+@config
+class WeightsConfig(Checked):
     kinds: tuple[str, ...] = WEIGHT_KINDS
-    top: int = 20
-    n_tokens: int = 1000
-    seed: int = 0
+    top: int = num(20, lo=1, hi=1000, why="rows of the report's table of top head pairs")
+    n_tokens: int = num(1000, lo=2, hi=1_000_000, why="tokens sampled for the OV copying score; the vocabulary is smaller")
+    seed: int = num(0, **SEED)
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in WEIGHT_KINDS]
         if bad or not self.kinds:
             raise InputError(f"--kinds {bad[0] if bad else '(none)'!r} unknown; use some of {', '.join(WEIGHT_KINDS)}")
-        _int_at_least("top", self.top, 1)
-        _int_at_least("n-tokens", self.n_tokens, 2)
 
     def check(self, spec: ModelSpec) -> None:
         spec.require_causal("weights")
