@@ -128,6 +128,10 @@ def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None
     batch = to_batch(host, inputs, padding_side=padding_side, attention_mask=attention_mask)
     names, seg = build_segments(segments, batch.attention_mask, allow_overlap=allow_overlap)
     hf = hf_model_of(model)
+    if backend != "eager":  # before reading head counts: state-space models have none
+        from interp.attnstats.fused import check_supported
+
+        check_supported(hf)
     n_layers, n_heads = _dims(hf)
     if row_edits is not None and len(row_edits) != batch.tokens.shape[0]:
         raise InputError(f"row_edits has {len(row_edits)} lists but the batch has {batch.tokens.shape[0]} rows; give one edit list per row")

@@ -131,6 +131,8 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
     softcap = kwargs.get("softcap", getattr(module, "attn_logit_softcapping", None))
     causal = kwargs.get("is_causal")
     causal = bool(getattr(module, "is_causal", True) if causal is None else causal)
+    dv = value.shape[-1]
+    query, key, value = _common_head_size(query, key, value)
     st = attn_stats_kernel(
         query, key, value, scale=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
         causal=causal, key_valid=key_valid,
@@ -143,7 +145,19 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
     rec.windows[layer] = None if window is None else int(window)
     if rec.stop_after == layer:
         raise StopForward()
-    return st.out.transpose(1, 2).contiguous(), None  # [batch query_pos head_index d_head]
+    return st.out[..., :dv].transpose(1, 2).contiguous(), None  # [batch query_pos head_index d_head]
+
+
+def _common_head_size(query, key, value):
+    """Multi-head latent attention (DeepSeek V2/V3, GLM-4 MoE Lite) has value heads narrower (or wider) than
+    query/key heads. Zero columns make one width without changing anything: zero value columns give zero
+    output columns (cut off again), zero query/key columns add nothing to the scores."""
+    d, dv = query.shape[-1], value.shape[-1]
+    if dv < d:
+        value = torch.nn.functional.pad(value, (0, d - dv))
+    elif dv > d:
+        query, key = (torch.nn.functional.pad(t, (0, dv - d)) for t in (query, key))
+    return query, key, value
 
 
 def _register() -> None:
@@ -174,6 +188,10 @@ def check_supported(hf) -> None:
     if not getattr(hf, "_supports_attention_backend", False):
         raise UnsupportedModelError(
             f"{type(hf).__name__} does not dispatch through transformers' attention interface, so the fused path cannot replace its attention; use attention_stats(..., backend='eager')"
+        )
+    if any(isinstance(getattr(m, "indexer", None), torch.nn.Module) for m in hf.modules()):
+        raise UnsupportedModelError(
+            f"{type(hf).__name__} uses sparse attention (an indexer picks each query's keys through its own mask), which the fused path does not implement; use attention_stats(..., backend='eager')"
         )
 
 
