@@ -143,26 +143,28 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def family_config(name: str):
-    """The tiny config of family ``name``: ``BASE`` and the family's overrides, limited to keys its config declares."""
+def family_config(name: str, **overrides: Any):
+    """The tiny config of family ``name``: ``BASE``, the family's overrides and ``overrides``, limited to keys its
+    config declares."""
     import transformers
 
     fam = _family(name)
     cfg_cls = getattr(transformers, fam.cls).config_class
     known = set(vars(cfg_cls()).keys()) | {"layer_types", "head_dim"}
-    kw = {k: v for k, v in {**BASE, **fam.overrides}.items() if v is not None and (k in known or k in fam.overrides)}
+    given = {**fam.overrides, **overrides}
+    kw = {k: v for k, v in {**BASE, **given}.items() if v is not None and (k in known or k in given)}
     if "head_dim" not in known and "head_dim" not in fam.overrides:
         kw.pop("head_dim", None)
     return cfg_cls(**kw)
 
 
-def build_family(name: str, seed: int = 0) -> torch.nn.Module:
+def build_family(name: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
     """A seeded random-init model of family ``name`` in eval mode. Learned sink logits (initialised to 0 by
     transformers) are spread (std 2) so that the sink column carries real mass."""
     import transformers
 
     fam = _family(name)
-    cfg = family_config(name)
+    cfg = family_config(name, **overrides)
     torch.manual_seed(seed)
     model = getattr(transformers, fam.cls)(cfg).eval()
     for m in model.modules():
