@@ -24,6 +24,12 @@ Two row passes turn a block's scores into statistics:
   denominator ``l``. With a logit softcap ``s`` is not linear in ``k``; entropy then comes from an explicit
   ``Σ e·(s - shift)`` pass.
 
+Sliding windows: a block's scores start at the first key any of its queries sees (``_kstart``), so a window of
+512 at n = 4096 computes an eighth of the products; inside the block the C pass starts each row at its own band
+edge and the PyTorch pass masks the band. Learned sink logits (``sinks``): the C pass shifts each row by the max
+over keys and sink and adds the sink's ``e`` to ``Σ e`` and ``Σ e·(s - m)``; the PyTorch pass folds the sink into
+each row's real-key statistics afterwards (exact: disjoint supports, see ``_with_sink``).
+
 Blocks run on a few single-threaded worker threads (:mod:`._threads`), one parallel region per call: the
 per-op OpenMP regions of earlier versions collapsed to 67-70× SDPA when another process kept one core busy.
 Timings: ``benchmarks/attn_kernel.py`` (see benchmarks/RESULTS.md).
