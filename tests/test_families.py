@@ -80,3 +80,18 @@ def test_family_fused_stats_match_eager(fam):
     fin = torch.isfinite(r.lse) & qv
     _close(st.lse.nan_to_num(0, 0, 0), r.lse.nan_to_num(0, 0, 0), 1e-4, fin, "lse", fam)
     assert not torch.isnan(st.entropy).any() and not torch.isnan(st.lse[qv.expand_as(st.lse)]).any()
+
+
+def test_eager_backend_reports_the_sink_column_like_the_fused_path():
+    """The bridge's eager pattern omits GPT-OSS's sink column; the eager backend restores its mass and entropy term."""
+    import interp
+    from interp.models.tiny import byte_tokenizer
+
+    model = interp.from_hf(build_family("gpt-oss", vocab_size=259), byte_tokenizer(), "gpt-oss")
+    toks, mask = _inputs()
+    a = attention_stats(model, toks + 100, attention_mask=mask, backend="eager")
+    b = attention_stats(model, toks + 100, attention_mask=mask, backend="cpu")
+    qv = mask.bool()[:, None, None, :]
+    for name in ("entropy", "sink_logit_mass", "max_weight"):
+        _close(getattr(a, name), getattr(b, name), 1e-4, qv, name, "gpt-oss")
+    assert float(b.sink_logit_mass[qv.expand_as(b.sink_logit_mass)].mean()) > 0.05  # the sinks carry real mass

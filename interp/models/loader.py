@@ -179,7 +179,7 @@ def _boot(hf_model, tok, display: str, source: str):
     from transformer_lens.model_bridge import TransformerBridge
 
     _tag(hf_model, tok, display, source)
-    if getattr(hf_model.config, "vision_config", None) is not None and not getattr(hf_model.config, "architectures", None):
+    if not getattr(hf_model.config, "architectures", None):  # random-init models have none; the adapter needs it
         hf_model.config.architectures = [type(hf_model).__name__]  # the bridge picks its adapter from this
     with _no_modality_processor():
         bridge = TransformerBridge.boot_transformers(display, hf_model=hf_model, tokenizer=tok)
