@@ -100,7 +100,7 @@ def _check_kwargs(module, kwargs: dict) -> None:
         )
 
 
-def _sinks(module, kwargs: dict, n_heads: int):
+def _sinks(module, kwargs: dict):
     """GPT-OSS passes its learned sink logits as ``s_aux`` [head_index]; a model that keeps ``sinks`` on the module
     but does not pass them would be silently wrong, so that is refused."""
     s_aux = kwargs.get("s_aux")
@@ -131,14 +131,15 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
     softcap = kwargs.get("softcap", getattr(module, "attn_logit_softcapping", None))
     causal = kwargs.get("is_causal")
     causal = bool(getattr(module, "is_causal", True) if causal is None else causal)
+    scale = float(scaling if scaling is not None else query.shape[-1] ** -0.5)  # before any zero columns
     dv = value.shape[-1]
     query, key, value = _common_head_size(query, key, value)
     st = attn_stats_kernel(
-        query, key, value, scale=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
+        query, key, value, scale=scale,
         causal=causal, key_valid=key_valid,
         segments=rec.segments_for(key.shape[2], query.device), key_mass=rec.key_mass, softcap=softcap,
         edit=rec.edits.get(layer), backend=rec.backend, rows=rec.rows.get(layer),
-        window=kwargs.get("sliding_window"), sinks=_sinks(module, kwargs, query.shape[1]),
+        window=kwargs.get("sliding_window"), sinks=_sinks(module, kwargs),
     )
     rec.store(layer, st)
     window = kwargs.get("sliding_window")
