@@ -17,6 +17,11 @@ runs: on a shared machine the speed drifts between processes more than within on
     python benchmarks/attn_stats.py --contention    # a bounded busy process pinned to core 0 meanwhile
     python benchmarks/attn_stats.py --rows --n 8192 # also attention_rows (4 heads x 4 queries), time and peak RSS
     python benchmarks/attn_stats.py --device cuda --dtype bfloat16   # on a GPU (no TL column)
+    python benchmarks/attn_stats.py --gemma3 4096   # also a tiny random Gemma-3-style model, windows vs SDPA
+
+``--gemma3 N...``: a random Gemma-3-style model (6 layers, 5 sliding : 1 full, window 512, 8 query heads over 4
+KV heads of width 64, hidden 512, qk-norm, vocabulary 1024): attention_stats against an SDPA forward of the same
+model, whose sliding layers get the same band through transformers' sliding-window mask.
 """
 from __future__ import annotations
 
@@ -29,7 +34,20 @@ import subprocess
 import sys
 import time
 
-MODES = ("sdpa", "sdpa_bridge", "stats", "tl", "rows")
+MODES = ("sdpa", "sdpa_bridge", "stats", "tl", "rows", "g3_sdpa", "g3_stats")
+G3 = dict(vocab_size=1024, hidden_size=512, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=8,
+          num_key_value_heads=4, head_dim=64, sliding_window=512, max_position_embeddings=32768,
+          layer_types=["sliding_attention"] * 5 + ["full_attention"])
+
+
+def _gemma3(n: int, impl: str):
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    hf = Gemma3ForCausalLM(Gemma3TextConfig(**G3, attn_implementation=impl)).eval()
+    toks = torch.randint(3, G3["vocab_size"], (1, n), generator=torch.Generator().manual_seed(0))
+    return hf, toks
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -51,7 +69,16 @@ def _worker(mode: str, n: int, reps: int, device: str = "cpu", dtype: str = "flo
     dt = getattr(torch, dtype)
     toks = _tokens(n).to(device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if mode == "sdpa":
+    if mode in ("g3_sdpa", "g3_stats"):
+        from interp.attnstats import attention_stats
+
+        hf, g3toks = _gemma3(n, "sdpa")
+        if mode == "g3_sdpa":
+            run = lambda: hf(input_ids=g3toks, use_cache=False).logits  # noqa: E731
+        else:
+            segs = {"first": "first", "span": (n // 2, n // 2 + 16)}
+            run = lambda: attention_stats(hf, g3toks, segments=segs, key_mass=True).logits  # noqa: E731
+    elif mode == "sdpa":
         from transformers import AutoModelForCausalLM
 
         hf = AutoModelForCausalLM.from_pretrained(bundled.smollm2_dir(), dtype=dt, attn_implementation="sdpa").eval().to(device)
@@ -136,6 +163,8 @@ def main() -> None:
     ap.add_argument("--rows", action="store_true", help="also time attention_rows (4 heads x 4 queries)")
     ap.add_argument("--no-tl", action="store_true", help="skip the TransformerLens column")
     ap.add_argument("--rounds", type=int, default=1, help="run the modes this many times, interleaved")
+    ap.add_argument("--gemma3", type=int, nargs="*", default=None, help="also the Gemma-3-style model at these n")
+    ap.add_argument("--only-gemma3", action="store_true", help="skip the SmolLM2 table")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(_worker(args.worker, args.n[0], args.reps, args.device, args.dtype)))
@@ -165,12 +194,36 @@ def _check(args) -> None:
             if n < 1:
                 raise InterpError(f"--n must be at least 1, got {n}")
             spec.require_fits(n, f"--n {n}")
+        for n in args.gemma3 or ():
+            if not 1 <= n <= 32768:
+                raise InterpError(f"--gemma3 sizes must lie in 1..32768, got {n}")
     except InterpError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def _table(args) -> None:
+    if not args.only_gemma3:
+        _smollm2_table(args)
+    if args.gemma3:
+        _gemma3_table(args)
+
+
+def _gemma3_table(args) -> None:
+    print(f"Gemma-3-style random model (5 sliding : 1 full, window 512), batch 1, float32 on cpu, median of "
+          f"{args.reps} x {args.rounds} round(s); load average {os.getloadavg()[0]:.2f}")
+    print(f"{'n':>6} | {'sdpa s':>8} {'GB':>5} | {'stats s':>8} {'GB':>5} | {'time ratio':>10} {'mem ratio':>9}")
+    for n in args.gemma3:
+        runs = {m: [] for m in ("g3_sdpa", "g3_stats")}
+        for _ in range(args.rounds):
+            for m in runs:
+                runs[m].append(_run_mode(m, n, args.reps))
+        a, b = _merge(runs["g3_sdpa"]), _merge(runs["g3_stats"])
+        print(f"{n:>6} | {_fmt(a, 'median_s', 8)} {_fmt(a, 'peak_rss_gb', 5)} | {_fmt(b, 'median_s', 8)} "
+              f"{_fmt(b, 'peak_rss_gb', 5)} | {_ratio(b, a, 'median_s'):>10} {_ratio(b, a, 'peak_rss_gb'):>9}", flush=True)
+
+
+def _smollm2_table(args) -> None:
     import torch
 
     print(f"SmolLM2-135M, batch 1, {args.dtype} on {args.device}, {torch.get_num_threads()} threads, median of "

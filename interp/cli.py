@@ -69,14 +69,33 @@ def _prepare(verb: str, model: str, out: Path | None, config, device: Optional[s
     return spec
 
 
-def _load(model: str, device: Optional[str], threads: str):
+DTYPE_HELP = "model dtype: float32, bfloat16, float16 (default: the checkpoint's own)"
+DEVICE_MAP_HELP = "'auto' or a JSON dict of module name -> device, passed to transformers (needs CUDA)"
+
+
+def _load(model: str, device: Optional[str], threads: str, dtype: Optional[str] = None, device_map: Optional[str] = None):
+    from interp.models.loader import _dtype, check_device_map
     from interp.runtime import check_device, set_threads
 
+    _dtype(dtype)  # bad values end in one line before the model loads
+    dm = check_device_map(_parse_device_map(device_map))
     set_threads(threads)
-    dev = check_device(device)
+    dev = None if dm is not None else check_device(device)
     from interp.models import load_model
 
-    return load_model(model, device=dev)
+    return load_model(model, device=dev, dtype=dtype, device_map=dm)
+
+
+def _parse_device_map(text: Optional[str]):
+    if text is None or text == "auto":
+        return text
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InputError(f"--device-map must be 'auto' or a JSON object such as '{{\"\": 0}}', got {text!r}") from None
+    return value
 
 
 def _echo_paths(paths: dict) -> None:
@@ -90,13 +109,14 @@ def atlas(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
           seed: int = typer.Option(0), seq_len: int = typer.Option(40, help="random sequence length for detectors"),
           text_tokens: int = typer.Option(256, help="prose tokens for entropy and sink mass"),
           device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
           threads: str = typer.Option("auto", help=THREADS_HELP), quiet: bool = typer.Option(False, help="no progress bar")):
     """Per-head atlas: detectors, entropy, sink mass, retrieval score → heads.parquet, report.html, run.json."""
     from interp.jobs.config import AtlasConfig
 
     config = AtlasConfig(seed=seed, seq_len=seq_len, text_tokens=text_tokens)
     _prepare("atlas", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.atlas import run_atlas
 
     _echo_paths(run_atlas(m, out, config, progress=not quiet))
@@ -111,13 +131,14 @@ def sinks(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
           eps: float = typer.Option(0.3, help="sink threshold ε on α (0 < ε < 1)"),
           tau: float = typer.Option(0.1, help="hidden-sink threshold τ on α (0 < τ < 1)"),
           ratio: float = typer.Option(20.0, help="massive activation: norm above this × the layer median"),
-          device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
+          device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP), threads: str = typer.Option("auto", help=THREADS_HELP)):
     """Attention sinks: α_k, Sink_k rates, hidden sinks, massive activations → sinks.parquet, report.html."""
     from interp.jobs.config import SinksConfig
 
     config = SinksConfig(prompts=prompts, tokens=tokens, text=None if text is None else str(text), eps=eps, tau=tau, ratio=ratio)
     _prepare("sinks", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.sinks import run_sinks
 
     _echo_paths(run_sinks(m, out, config))
@@ -131,14 +152,15 @@ def entropy(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
             text: Optional[Path] = typer.Option(None, help="analyze this UTF-8 text file (first --tokens tokens) instead"),
             collapse: float = typer.Option(0.1, help="flag heads with normalized entropy below this"),
             overload: float = typer.Option(0.9, help="flag heads with normalized entropy above this"),
-            device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
+            device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP), threads: str = typer.Option("auto", help=THREADS_HELP)):
     """Per-head attention entropy, collapse and overload flags → entropy.parquet, report.html."""
     from interp.jobs.config import EntropyConfig
 
     config = EntropyConfig(prompts=prompts, tokens=tokens, text=None if text is None else str(text), collapse=collapse,
                            overload=overload)
     _prepare("entropy", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.sinks import run_entropy
 
     _echo_paths(run_entropy(m, out, config))
@@ -158,6 +180,7 @@ def retrieval(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
               mask_random: List[int] = typer.Option([], help="mask K random non-retrieval heads, e.g. --mask-random 10"),
               draws: int = typer.Option(3, help="random draws per --mask-random K"),
               seed: int = typer.Option(0), device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
               threads: str = typer.Option("auto", help=THREADS_HELP), quiet: bool = typer.Option(False, help="no progress bar")):
     """Retrieval heads (Wu et al.): NIAH detection + masking test → scores.parquet, niah.parquet, report.html."""
     from interp.jobs.config import RetrievalConfig
@@ -168,7 +191,7 @@ def retrieval(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
                              haystack=None if haystack is None else str(haystack), mask_top=tuple(mask_top),
                              mask_random=tuple(mask_random), draws=draws, seed=seed)
     _prepare("retrieval", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.retrieval import run_retrieval
 
     _echo_paths(run_retrieval(m, out, config, progress=not quiet))
@@ -181,13 +204,14 @@ def capture(prompt: List[str] = typer.Option(..., help="prompt text (several aft
             head: List[int] = typer.Option([], help="query heads (default all)"),
             model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
             out: Path = typer.Option(Path("runs/capture"), help="output directory"),
-            device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
+            device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP), threads: str = typer.Option("auto", help=THREADS_HELP)):
     """Capture activations → capture.safetensors (keys "site/layer") and capture.json (tokens, spec)."""
     from interp.jobs.config import CaptureConfig
 
     config = CaptureConfig(prompts=tuple(prompt), sites=tuple(site), layers=tuple(layer), heads=tuple(head))
     _prepare("capture", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.capture import run_capture
 
     _echo_paths(run_capture(m, out, config))
@@ -270,14 +294,15 @@ def patch(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
           prompts: int = typer.Option(20, help="number of task prompts"), seed: int = typer.Option(0),
           corruption: str = typer.Option("abc", help="abc (pABC) or flip (S2↔IO)"),
           out: Path = typer.Option(Path("runs/patch"), help="output directory"),
-          device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
+          device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP), threads: str = typer.Option("auto", help=THREADS_HELP),
           quiet: bool = typer.Option(False, help="no progress bar")):
     """Per-head patching effects on a task → effects.parquet, report.html, run.json."""
     from interp.jobs.patch_config import PatchConfig
 
     config = PatchConfig(task=task, method=method, by=by, prompts=prompts, seed=seed, corruption=corruption)
     _prepare("patch", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.patch import run_patch
 
     _echo_paths(run_patch(m, out, config, progress=not quiet))
@@ -336,13 +361,14 @@ def steer(prompt: str = typer.Option(..., help="prompt to continue"),
           max_new_tokens: int = typer.Option(20, help="tokens to generate"),
           concept: str = typer.Option("sentiment", help="direction: sentiment (positive − negative, shipped data/mc items)"),
           model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
-          device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP)):
+          device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP), threads: str = typer.Option("auto", help=THREADS_HELP)):
     """ITI-style head steering: print the unsteered and steered continuations side by side."""
     from interp.jobs.patch_config import SteerConfig
 
     config = SteerConfig(prompt=prompt, heads=tuple(heads), alpha=alpha, max_new_tokens=max_new_tokens, concept=concept)
     _prepare("steer", model, None, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.patch import steer_text
 
     typer.echo(steer_text(m, config))
@@ -368,6 +394,7 @@ def vision(model: str = typer.Option("tinyvlm", help="a LLaVA-style model: tinyv
            question: str = typer.Option("Describe the image.", help="question asked about --image"),
            resize: bool = typer.Option(True, help="resize an --image of another size (with a warning) instead of rejecting it"),
            device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
            threads: str = typer.Option("auto", help=THREADS_HELP), quiet: bool = typer.Option(False, help="no progress bar")):
     """Vision-aware heads: VHD/T-VHD, VHR and VAR vs random-head controls → vision.parquet, report.html, run.json."""
     from interp.jobs.config import VisionConfig
@@ -377,7 +404,7 @@ def vision(model: str = typer.Option("tinyvlm", help="a LLaVA-style model: tinyv
                           vhr_layers=tuple(vhr_layers), p=p, rho=rho, summ=summ, tau=tau, var_layers=tuple(var_layers),
                           top_k=top_k, image=None if image is None else str(image), question=question, resize=resize)
     _prepare("vision", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.vision import run_vision
 
     _echo_paths(run_vision(m, out, config, progress=not quiet))
@@ -396,7 +423,8 @@ def circuits(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
              copy_threshold: float = typer.Option(0.3, help="|copy score| that assigns a mover class"),
              faithfulness: bool = typer.Option(True, help="measure faithfulness (three mean-ablated runs)"),
              out: Path = typer.Option(Path("runs/circuits"), help="output directory (resumes if interrupted)"),
-             device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
+             device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP), threads: str = typer.Option("auto", help=THREADS_HELP),
              quiet: bool = typer.Option(False, help="no progress bar")):
     """Circuit discovery by path patching → circuit.parquet, patching.parquet, report.html, run.json."""
     from interp.jobs.circuits_config import CircuitsConfig
@@ -405,7 +433,7 @@ def circuits(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
                             min_effect=min_effect, attn_threshold=attn_threshold, copy_threshold=copy_threshold,
                             faithfulness=faithfulness)
     _prepare("circuits", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.circuits import run_circuits
 
     _echo_paths(run_circuits(m, out, config, progress=not quiet))
@@ -436,7 +464,8 @@ def repair(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
            n_inhibition: int = typer.Option(3, help="inhibition-head analogues taken from the IOI circuit"),
            keep: int = typer.Option(16, help="senders path patched per stage when discovering the IOI circuit"),
            seed: int = typer.Option(0), out: Path = typer.Option(Path("runs/repair"), help="output directory (resumes)"),
-           device: Optional[str] = typer.Option(None, help="cpu or cuda"), threads: str = typer.Option("auto", help=THREADS_HELP),
+           device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+          dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP), threads: str = typer.Option("auto", help=THREADS_HELP),
            quiet: bool = typer.Option(False, help="no progress bar")):
     """Repair Colored Objects with the IOI circuit's inhibition/negative-mover analogues → repair.parquet, report.html."""
     from interp.jobs.circuits_config import RepairConfig
@@ -444,7 +473,7 @@ def repair(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     config = RepairConfig(prompts=prompts, ioi_prompts=ioi_prompts, circuit=None if circuit is None else str(circuit),
                           draws=draws, n_inhibition=n_inhibition, seed=seed, keep=keep)
     _prepare("repair", model, out, config, device, threads)
-    m = _load(model, device, threads)
+    m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.circuits import run_repair
 
     _echo_paths(run_repair(m, out, config, progress=not quiet))

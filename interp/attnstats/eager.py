@@ -37,6 +37,10 @@ def eager_stats(model, batch: Batch, names, seg, *, key_mass: bool, edits, retur
 
     if edits:
         raise InputError("edits run inside the fused path only; use backend='auto', 'cpu', 'reference' or 'triton'")
+    hf = getattr(model, "original_model", model)
+    # Learned sink logits (GPT-OSS): the pattern holds the real keys only; the sink column's mass is what a row
+    # lacks, and entropy gains its term, as in the fused path.
+    sinks = any(isinstance(getattr(m, "sinks", None), torch.nn.Parameter) for m in hf.modules())
     n_layers = model.cfg.n_layers
     got: dict[int, dict] = {l: {} for l in range(n_layers)}
     qv = batch.attention_mask.bool()
@@ -46,6 +50,11 @@ def eager_stats(model, batch: Batch, names, seg, *, key_mass: bool, edits, retur
 
     def on_pattern(t, hook, l):
         got[l].update(stats_from_pattern(t.detach(), seg, qv if key_mass else None, got[l].pop("scores", None)))
+        if sinks:
+            sink = (1 - t.detach().double().sum(-1)).clamp_min(0)
+            got[l]["entropy"] = (got[l]["entropy"].double() - torch.special.xlogy(sink, sink)).float()
+            got[l]["sink_mass"] = sink.float()
+            got[l]["lse"] = None  # the bridge's scores omit the sink logit
 
     def on_z(t, hook, l):
         got[l]["z"] = t.detach()
@@ -67,4 +76,4 @@ def eager_stats(model, batch: Batch, names, seg, *, key_mass: bool, edits, retur
                      lse=stack("lse"), entropy=stack("entropy"), max_weight=stack("max_weight"), argmax=stack("argmax"),
                      segment_names=tuple(names), segment_mass=stack("segment_mass"), key_mass=stack("key_mass"),
                      z=stack("z"), logits=logits.detach(), backend="eager",
-                     meta={"causal": is_causal(model)})
+                     meta={"causal": is_causal(model)}, sink_logit_mass=stack("sink_mass"))

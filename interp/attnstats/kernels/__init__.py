@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from interp.errors import UnsupportedModelError
+
 from ._common import BACKENDS, KernelStats, validate
 from .edits import HeadEdit
 
@@ -47,6 +49,8 @@ def attn_stats_kernel(
     edit: Optional[HeadEdit] = None,
     backend: str = "auto",
     rows=None,
+    window: Optional[int] = None,
+    sinks: Optional[torch.Tensor] = None,
 ) -> KernelStats:
     """Attention output plus per-row statistics of the (edited) attention pattern.
 
@@ -55,17 +59,26 @@ def attn_stats_kernel(
     ``key_pos - query_pos + i``). See :class:`KernelStats` for the outputs and :mod:`.edits` for ``edit``.
     ``rows=(heads [n], queries [batch, n_q])`` also returns those heads' (edited) attention rows at those
     query indices, ``[batch, n, n_q, key_pos]``, without any ``n×n`` tensor.
+    ``window``: sliding window (the query at absolute position ``p`` sees keys ``p - window < k <= p``; causal
+    only). ``sinks [head_index]``: learned sink logits (GPT-OSS ``s_aux``), one extra softmax column per head
+    with mass but no value, reported as ``sink_mass`` (see :class:`KernelStats` for how the other statistics
+    include it).
     """
     prob = validate(
         q, k, v, scale=scale, key_valid=key_valid, segments=segments, softcap=softcap, edit=edit, backend=backend,
-        causal=bool(causal), rows=rows,
+        causal=bool(causal), rows=rows, window=window, sinks=sinks,
     )
     kwargs = dict(
         scale=float(scale), causal=bool(causal), key_valid=key_valid, segments=segments,
         key_mass=bool(key_mass), softcap=None if softcap is None else float(softcap),
     )
+    banded = prob.window is not None or prob.sinks is not None
+    if backend == "triton" and banded:  # until the GPU issue gives the triton kernel the band and the sink column
+        raise UnsupportedModelError(
+            "the triton kernel does not implement sliding windows or sink logits yet; use backend='cpu' (exact, also on CUDA tensors) or attention_stats(..., backend='eager')"
+        )
     if backend == "auto":
-        backend = "triton" if (q.is_cuda and triton_available()) else "cpu"
+        backend = "triton" if (q.is_cuda and triton_available() and not banded) else "cpu"
     if backend == "triton":
         reason = None
         if not triton_available():
