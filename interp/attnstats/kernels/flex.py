@@ -1,0 +1,212 @@
+"""``flex`` and ``flash`` backends: the statistics from maintained attention kernels through exact identities.
+
+One call of :func:`.attend.attend` (FlexAttention, or the SDPA flash operator) gives ``P·[V | K | segments]`` and
+``L = logsumexp(s)`` for every row ``s`` of scaled scores, ``p = softmax(s)``. Then
+
+- ``lse = L``; ``max_weight = exp(max s - L)`` (engines that return the row max: Flex on CUDA);
+- ``entropy = L - Σ p·s`` with ``Σ p·s = scale·q·(P K) + Σ_seg log γ_seg · mass_seg`` (bilinear scores plus the
+  ZeroTuning logit biases; a softcap makes ``s`` non-bilinear, so no entropy under a softcap);
+- segment masses are the one-hot value columns;
+- key mass ``Σ_q w_q p_qk`` is a reversed attention: keys act as queries over the queries that see them with the
+  row bias ``-L_q + log w_q``, so ``log key_mass_k`` is that call's lse.
+
+Edits: ``segment_scale`` is a logit bias; ``out_scale`` scales the output; ``uniform_mix`` and ``identity_mix``
+are exact output-space corrections, ``out' = (1-u₂)((1-u₁)PV + u₁·mean_visible(V)) + u₂·V_own`` (the same for
+segment and key masses, and ``max_weight' = max((1-u₂)((1-u₁)p_max + u₁/n), (1-u₂)((1-u₁)p_own + u₁/n) + u₂)``).
+Entropy under ``identity_mix`` alone is exact from ``p_own``; under ``uniform_mix`` it is not a function of these
+moments. What no identity gives exactly -- argmax, entropy under a softcap or a uniform mix, ``segment_redistribute``,
+``set_rows``, attention ``rows`` -- is refused (:func:`unsupported_reason`) with one line naming the backends that
+compute it (``cpu``, ``triton``). With fp16/bf16 inputs the widened output ``P·K`` is rounded to the input dtype
+by the kernel, so the entropy carries an error up to about ``2^-8·scale·|q|·|P K|`` (``make gpu-check`` prints it).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._common import KernelStats, Problem, query_valid
+from .attend import Mask, attend, max_supported
+
+OTHERS = "use backend='cpu' (or 'triton' on CUDA), or leave it out of stats="
+
+
+def unsupported_reason(engine: str, prob: Problem, want: frozenset, softcap: Optional[float], q: torch.Tensor) -> Optional[str]:
+    """One line saying what this call asks that ``engine`` cannot give exactly (None when it can give it all)."""
+    edit, name = prob.edit, "flash" if engine == "flash" else "flex"
+    if "argmax" in want:
+        return f"backend '{name}' cannot give argmax exactly (no kernel identity gives it); {OTHERS}"
+    if engine == "flash" and softcap is not None:
+        return f"backend 'flash' cannot apply a logit softcap (not a bias); use backend='flex', 'cpu' or 'triton'"
+    if edit.segment_redistribute is not None or edit.override is not None or prob.rows is not None:
+        what = "segment_redistribute" if edit.segment_redistribute is not None else "set_rows" if edit.override is not None else "rows="
+        return f"backend '{name}' does not implement {what}; use backend='cpu' (or 'triton' on CUDA)"
+    if "max_weight" in want and not max_supported(engine, q.device):
+        where = "FlexAttention returns row max scores only on CUDA" if engine == "flex" else "the flash operator returns no row max"
+        return f"backend '{name}' cannot give max_weight here ({where}); {OTHERS}"
+    if "entropy" in want and softcap is not None:
+        return f"backend '{name}' cannot give entropy exactly under a logit softcap (scores are not bilinear); {OTHERS}"
+    if "entropy" in want and edit.uniform_mix is not None:
+        return f"backend '{name}' cannot give entropy exactly under uniform_mix; {OTHERS}"
+    return None
+
+
+def attn_stats_flex(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    prob: Problem,
+    *,
+    engine: str,
+    want: frozenset,
+    scale: float,
+    causal: bool,
+    key_valid: Optional[torch.Tensor],
+    segments: Optional[torch.Tensor],
+    key_mass: bool,
+    softcap: Optional[float],
+) -> KernelStats:
+    """The statistics in ``want`` (others None); the caller has checked :func:`unsupported_reason`."""
+    B, H, Q, K, G, D, S = prob.batch, prob.n_heads, prob.q_len, prob.k_len, prob.group, prob.d_head, prob.n_segments
+    edit, dev, off = prob.edit, q.device, prob.offset
+    f = torch.float64 if q.dtype == torch.float64 else torch.float32
+    logg = None if edit.segment_scale is None else edit.log_gamma().to(dev)  # [B, H, S], -inf where γ = 0
+    lb = None if logg is None else _seg_bias(logg, segments)  # [B, H, K] logit bias on segment keys
+    ent = "entropy" in want
+    parts = [v] + ([k] if ent else []) + ([segments.to(v.dtype).transpose(1, 2)[:, None].expand(B, k.shape[1], K, S)]
+                                          if segments is not None else [])
+    mask = Mask(offset=off if causal else None, col_valid=key_valid)
+    with torch.no_grad():
+        o, L, smax = attend(engine, q, k, torch.cat(parts, -1), mask, scale=scale, softcap=softcap, col_bias=lb,
+                            want_max="max_weight" in want)
+    o = o.to(f)
+    filled = torch.isfinite(L)  # rows with at least one key of nonzero weight
+    out = o[..., :D]
+    s_col = D * (2 if ent else 1)
+    mass = o[..., s_col : s_col + S] if segments is not None else None  # [B, H, Q, S]
+    entropy = pmax = None
+    if ent:  # H(P) = L - Σ p·s
+        ps = scale * (q.to(f) * o[..., D : 2 * D]).sum(-1)
+        if logg is not None:  # γ = 0 segments carry no mass: their term is 0, not 0·(-inf)
+            ps = ps + (mass * logg.to(f).clamp_min(-1e30)[:, :, None, :]).sum(-1)
+        entropy = torch.where(filled, L.to(f) - ps, 0.0)
+    if smax is not None:
+        pmax = torch.where(filled, torch.exp(smax.to(f) - L.to(f)), 0.0)
+    km = None
+    if key_mass:
+        km = _key_mass(engine, q, k, L, prob, scale, causal, key_valid, softcap, lb).to(f)
+    if edit.uniform_mix is not None or edit.identity_mix is not None:
+        out, mass, km, entropy, pmax = _mix(q, k, v, segments, prob, scale, causal, key_valid, softcap, lb, L,
+                                            filled, out, mass, km, entropy, pmax, f)
+    if edit.out_scale is not None:
+        out = out * edit.out_scale.to(device=dev, dtype=f)[:, :, None, None]
+    f32 = torch.float32
+    return KernelStats(
+        out=out.to(q.dtype),
+        lse=L.to(f32) if "lse" in want else None,
+        entropy=None if entropy is None else entropy.to(f32),
+        max_weight=None if pmax is None else pmax.to(f32),
+        argmax=None,
+        segment_mass=None if mass is None else mass.to(f32),
+        key_mass=None if km is None else km.to(f32),
+    )
+
+
+def _seg_bias(logg: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """``Σ_seg log γ_seg`` over the segments each key is in: ``[B, H, K]`` (-inf on removed keys)."""
+    terms = torch.where(segments[:, None] > 0, logg[..., None], torch.zeros((), dtype=logg.dtype, device=logg.device))
+    return terms.sum(2)
+
+
+def _key_mass(engine, q, k, L, prob: Problem, scale, causal, key_valid, softcap, lb) -> torch.Tensor:
+    """``Σ_q w_q p_qk [B, H, K]`` as a reversed attention: key ``k`` (as a query) over the queries that see it,
+    each with the bias ``log w_q - L_q``; the answer is ``exp`` of that call's lse."""
+    B, H, Q, G = prob.batch, prob.n_heads, prob.q_len, prob.group
+    qv = query_valid(key_valid, Q, prob.k_len)
+    colb = -L.double()
+    if qv is not None:
+        colb = colb.masked_fill(~qv[:, None, :], -torch.inf)
+    colb = torch.where(torch.isfinite(L), colb, -torch.inf)  # rows with no weight add nothing
+    mask = Mask(offset=prob.offset if causal else None, reverse=True, row_valid=key_valid)
+    kq = k.repeat_interleave(G, 1)
+    _, lse, _ = attend(engine, kq, q, q[..., :1], mask, scale=scale, softcap=softcap, col_bias=colb, row_bias=lb)
+    return torch.exp(lse.double())
+
+
+def _visible_prefix(t: torch.Tensor, valid: Optional[torch.Tensor], prob: Problem, causal: bool) -> torch.Tensor:
+    """``Σ_{visible keys} t`` for every query: ``t [B, C, K, W]`` -> ``[B, C, Q, W]`` (float64 running sums)."""
+    B, Q, K = prob.batch, prob.q_len, prob.k_len
+    t = t.double() if valid is None else t.double() * valid[:, None, :, None]
+    if not causal:
+        return t.sum(2, keepdim=True).expand(-1, -1, Q, -1)
+    return t.cumsum(2)[:, :, prob.offset :]
+
+
+def _mix(q, k, v, segments, prob: Problem, scale, causal, key_valid, softcap, lb, L, filled, out, mass, km, entropy,
+         pmax, f):
+    """Uniform then identity mix, as exact corrections of the unmixed output and statistics."""
+    B, H, Q, K, G, off = prob.batch, prob.n_heads, prob.q_len, prob.k_len, prob.group, prob.offset
+    edit, dev = prob.edit, q.device
+    ones = torch.ones(B, 1, K, 1, dtype=f, device=dev)
+    n = _visible_prefix(ones, key_valid, prob, causal)[:, :, :, 0]  # [B, 1, Q] visible keys per query
+    has = n > 0
+    t = filled.to(f)  # total unmixed mass of the row (0 or 1)
+    u1 = edit.uniform_mix.to(device=dev, dtype=f)[:, :, None] if edit.uniform_mix is not None else None  # [B, H, 1]
+    u2 = edit.identity_mix.to(device=dev, dtype=f)[:, :, None] if edit.identity_mix is not None else None
+    own_vis = torch.ones(B, 1, Q, dtype=torch.bool, device=dev) if key_valid is None else key_valid[:, None, off:]
+    p_own = None
+    if u2 is not None and (entropy is not None or pmax is not None):
+        s_own = scale * (q.double() * k.double().repeat_interleave(G, 1)[:, :, off:]).sum(-1)  # [B, H, Q]
+        if softcap is not None:
+            s_own = softcap * torch.tanh(s_own / softcap)
+        if lb is not None:
+            s_own = s_own + lb[:, :, off:]
+        p_own = torch.where(filled & own_vis, torch.exp(s_own - L.double()), 0.0).to(f)
+    if u1 is not None:  # A1 = (1-u1) A + u1 U over the n visible keys
+        a, b = torch.where(has, 1 - u1, 1.0), torch.where(has, u1 / n.clamp_min(1), 0.0)  # A1 = a·A + b·[visible]
+        out = a[..., None] * out + b[..., None] * _visible_prefix(v, key_valid, prob, causal).repeat_interleave(G, 1).to(f)
+        if mass is not None:
+            mass = a[..., None] * mass + b[..., None] * _visible_prefix(segments.transpose(1, 2)[:, None], key_valid, prob, causal).to(f)
+        if pmax is not None:
+            pmax = a * pmax + b
+        if p_own is not None:
+            p_own = a * p_own + b
+        if km is not None:
+            km = (1 - u1) * km + u1 * _uniform_key_mass(n, key_valid, prob, causal).to(f)
+        t = a * t + b * n
+    if u2 is not None:  # A2 = (1-u2) A1 + u2 e_own on rows whose own key is visible
+        c = torch.where(own_vis, 1 - u2, 1.0)
+        d = torch.where(own_vis, u2, 0.0)
+        out = c[..., None] * out + d[..., None] * v.repeat_interleave(G, 1)[:, :, off:].to(f)
+        if mass is not None:
+            mass = c[..., None] * mass + d[..., None] * segments[:, None, :, off:].transpose(-1, -2).to(f)
+        if entropy is not None:  # H(A2) = c·H(A1) - c(t - p)·log c - (c·p + d)·log(c·p + d) + c·p·log p
+            a2 = c * p_own + d
+            entropy = (c * entropy + c * torch.special.xlogy(p_own, p_own) - torch.special.xlogy(c * (t - p_own), c)
+                       - torch.special.xlogy(a2, a2))
+        if pmax is not None:
+            pmax = torch.maximum(c * pmax, c * p_own + d)
+        if km is not None:  # each real query puts u2 on its own key
+            w = torch.ones(B, Q, dtype=f, device=dev) if key_valid is None else key_valid[:, off:].to(f)
+            km = km.clone()
+            km[:, :, off:] = (1 - u2) * km[:, :, off:] + u2 * w[:, None, :]
+            km[:, :, :off] = (1 - u2) * km[:, :, :off]
+    return out, mass, km, entropy, pmax
+
+
+def _uniform_key_mass(n, key_valid, prob: Problem, causal: bool) -> torch.Tensor:
+    """``Σ_q w_q [k visible to q] / n_q [B, 1, K]``: the key mass of the uniform rows."""
+    B, Q, K, off = prob.batch, prob.q_len, prob.k_len, prob.offset
+    w = torch.ones(B, Q, dtype=torch.float64, device=n.device)
+    qv = query_valid(key_valid, Q, K)
+    if qv is not None:
+        w = w * qv
+    share = (w / n[:, 0].double().clamp_min(1))  # [B, Q]
+    if causal:  # key k is seen by queries at absolute position >= k: a reversed running sum
+        tail = share.flip(1).cumsum(1).flip(1)  # [B, Q]: Σ_{q' >= q}
+        per_key = torch.cat([tail[:, :1].expand(B, off), tail], 1)  # keys before the first query: all queries
+    else:
+        per_key = share.sum(1, keepdim=True).expand(B, K)
+    if key_valid is not None:
+        per_key = per_key * key_valid
+    return per_key[:, None, :]
