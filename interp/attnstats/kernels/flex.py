@@ -37,7 +37,7 @@ def unsupported_reason(engine: str, prob: Problem, want: frozenset, softcap: Opt
     if "argmax" in want:
         return f"backend '{name}' cannot give argmax exactly (no kernel identity gives it); {OTHERS}"
     if engine == "flash" and softcap is not None:
-        return f"backend 'flash' cannot apply a logit softcap (not a bias); use backend='flex', 'cpu' or 'triton'"
+        return "backend 'flash' cannot apply a logit softcap (not a bias); use backend='flex' or backend='cpu' (or 'triton' on CUDA)"
     if edit.segment_redistribute is not None or edit.override is not None or prob.rows is not None:
         what = "segment_redistribute" if edit.segment_redistribute is not None else "set_rows" if edit.override is not None else "rows="
         return f"backend '{name}' does not implement {what}; use backend='cpu' (or 'triton' on CUDA)"
