@@ -192,16 +192,47 @@ def test_set_pattern_validation_and_compile(tiny_llama):
     assert per_row[1].uniform_mix.tolist() == [[0, 0, 0.5, 0, 0, 0], [0, 0, 0.5, 1.0, 0, 0]]
 
 
-def test_sliding_window_shorter_than_prompt_names_eager():
+def test_sliding_window_shorter_than_prompt_matches_eager():
+    """Mistral's window (8) shorter than the prompt: the fused path applies the band, as eager does."""
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
-    cfg = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+    cfg = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                         num_key_value_heads=2, sliding_window=8, max_position_embeddings=64)
     hf = MistralForCausalLM(cfg).eval()
-    attention_stats(hf, torch.arange(1, 9)[None])  # 8 tokens fit the window: nothing is masked
-    with pytest.raises(UnsupportedModelError, match="backend='eager'"):
-        attention_stats(hf, torch.arange(1, 10)[None])
+    toks = torch.randint(1, 64, (2, 21), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(toks)
+    mask[1, :11] = 0  # left padding longer than the window
+    st = attention_stats(hf, toks, attention_mask=mask, key_mass=True)
+    assert st.meta["windows"] == [8, 8]
+    old = hf.config._attn_implementation
+    hf.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            out = hf(input_ids=toks, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0), output_attentions=True)
+    finally:
+        hf.config._attn_implementation = old
+    pats = torch.stack(out.attentions, 1)
+    assert bool((pats[..., :, :][..., 12:, :4] == 0).all())  # keys more than 8 back get nothing
+    ref = stats_from_pattern(pats.flatten(1, 2), _seg(st), mask.bool())
+    qv = mask.bool()[:, None, None, :]
+    for k in ("entropy", "max_weight"):
+        assert ((getattr(st, k) - ref[k].view_as(getattr(st, k))).abs() * qv).max() <= 1e-4, k
+    assert ((st.logits - out.logits).abs() * mask[..., None]).max() <= 1e-4
+    assert not torch.isnan(st.entropy).any()
+
+
+def test_unknown_attention_argument_is_refused(monkeypatch):
+    """A keyword of the attention call that the fused path does not implement raises one line naming eager."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    import interp.attnstats.fused as fused
+
+    hf = MistralForCausalLM(MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                          num_attention_heads=4, num_key_value_heads=2, sliding_window=4)).eval()
+    monkeypatch.setattr(fused, "_IMPLEMENTED_KWARGS", fused._IMPLEMENTED_KWARGS - {"sliding_window"})
+    with pytest.raises(UnsupportedModelError, match=r"attention argument\(s\) sliding_window .*backend='eager'"):
+        attention_stats(hf, torch.arange(1, 9)[None])
 
 
 # Documented tolerance of bf16 models against fp32 eager: q/k/v and the residual stream are rounded to bf16

@@ -1,11 +1,12 @@
 """Property-based fuzz: fused ``attention_stats`` against HF eager ``output_attentions`` on random tiny models.
 
-Nine architectures (Llama, Qwen2, Mistral, GPT-2, GPT-NeoX, Phi, OPT, Gemma2 with a logit softcap, BERT), built
-offline from random configs: layers, heads, KV groups, d_head, batch, lengths 1..300, left/right padding,
-segments, shared and per-row edits. Unedited statistics (entropy, max_weight, argmax, segment and key masses,
-logits) are compared with the eager patterns, ``lse`` with the float64 reference kernel; edited runs compare the
-cpu kernel with the reference kernel (eager cannot apply the edits). A sliding window shorter than the prompt must
-raise the error that names ``backend='eager'``.
+Ten architectures (Llama, Qwen2, Mistral, GPT-2, GPT-NeoX, Phi, OPT, Gemma2 with a logit softcap, GPT-OSS with
+learned sink logits, BERT), built offline from random configs: layers, heads, KV groups, d_head, batch, lengths
+1..300, left/right padding, sliding windows shorter and longer than the prompt (Gemma2 and GPT-OSS alternate
+sliding and full layers), segments, shared and per-row edits. Unedited statistics (entropy, max_weight, argmax,
+segment and key masses, logits) are compared with the eager patterns, ``lse`` with the float64 reference kernel;
+edited runs compare the cpu kernel with the reference kernel (eager cannot apply the edits). Eager hides GPT-OSS's
+sink column: its mass is ``1 - Σ pattern`` there, and the eager entropy gains the sink's term.
 
 CI: 100 derandomized examples (fixed seed). ``make fuzz``: ``INTERP_FUZZ_EXAMPLES=2000``, random seeds.
 """
@@ -21,15 +22,14 @@ from interp.attnstats import attention_stats
 from interp.attnstats.eager import stats_from_pattern
 from interp.attnstats.segments import build_segments
 from interp.edits import MixIdentity, MixUniform, ScaleHeadOutput, ScaleSegment, SetPattern
-from interp.errors import UnsupportedModelError
 from interp.types import HeadId
 
 EXAMPLES = int(os.environ.get("INTERP_FUZZ_EXAMPLES", "100"))
 VOCAB = 97
-GQA = {"llama", "qwen2", "mistral", "gemma2"}
-WINDOWED = {"mistral", "gemma2"}
+GQA = {"llama", "qwen2", "mistral", "gemma2", "gpt_oss"}
+WINDOWED = {"mistral", "gemma2", "gpt_oss"}
 TOL = {"entropy": 5e-4, "mass": 1e-4, "key_mass": 1e-3}  # absolute; key_mass sums up to 300 queries
-ARCHS = ["llama", "qwen2", "mistral", "gpt2", "neox", "phi", "opt", "gemma2", "bert"]
+ARCHS = ["llama", "qwen2", "mistral", "gpt2", "neox", "phi", "opt", "gemma2", "gpt_oss", "bert"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -49,11 +49,18 @@ def build(arch: str, layers: int, heads: int, kv: int, d_head: int, window: int 
         "opt": (T.OPTConfig, T.OPTForCausalLM, dict(ffn_dim=2 * hidden, word_embed_proj_dim=hidden)),
         "gemma2": (T.Gemma2Config, T.Gemma2ForCausalLM, dict(num_key_value_heads=kv, head_dim=d_head, attn_logit_softcapping=3.0,
                                                              query_pre_attn_scalar=d_head, sliding_window=window or 4096)),
+        "gpt_oss": (T.GptOssConfig, T.GptOssForCausalLM, dict(num_key_value_heads=kv, head_dim=d_head, num_local_experts=4,
+                                                              num_experts_per_tok=2, sliding_window=window or 4096,
+                                                              rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
         "bert": (T.BertConfig, T.BertForMaskedLM, dict()),
     }
     cfg_cls, model_cls, extra = specs[arch]
     torch.manual_seed(layers * 1000 + heads * 100 + kv * 10 + d_head)
-    return model_cls(cfg_cls(**common, **extra)).eval()
+    model = model_cls(cfg_cls(**common, **extra)).eval()
+    for m in model.modules():  # sink logits start at 0; spread them so that some heads put most mass on the sink
+        if isinstance(getattr(m, "sinks", None), torch.nn.Parameter):
+            torch.nn.init.normal_(m.sinks, std=2.0)
+    return model
 
 
 @st.composite
@@ -66,7 +73,7 @@ def problems(draw):
     batch = draw(st.integers(1, 3))
     length = st.one_of(st.integers(1, 48), st.integers(1, 300))  # short prompts most of the time keep CI fast
     lengths = draw(st.lists(length, min_size=batch, max_size=batch))
-    window = draw(st.sampled_from([None, None, 16, 512])) if arch in WINDOWED else None
+    window = draw(st.sampled_from([None, None, 1, 3, 16, 512])) if arch in WINDOWED else None
     side = draw(st.sampled_from(["left", "right"]))
     shortest = min(lengths)
     span = None
@@ -134,6 +141,10 @@ def _check_against_eager(hf, stats, toks, mask, segs):
     valid = mask.bool()
     qv = valid[:, None, None, :]
     ref = stats_from_pattern(pats.flatten(1, 2), segs, valid)
+    if stats.sink_logit_mass is not None:  # eager drops the sink column: its mass is what the pattern lacks
+        sink = (1 - pats.double().sum(-1)).clamp_min(0)
+        _close(stats.sink_logit_mass, sink, TOL["mass"], qv, "sink_logit_mass")
+        ref["entropy"] = ref["entropy"] - torch.special.xlogy(sink, sink).flatten(1, 2).float()
     # Layers after the first see a residual stream that differs from eager's in the last fp32 bits.
     for name, atol in (("entropy", TOL["entropy"]), ("max_weight", TOL["mass"])):
         _close(getattr(stats, name), ref[name].view(B, L, H, n), atol, qv, name)
@@ -154,6 +165,9 @@ def _check_against_reference(a, b):
         _close(x.nan_to_num(0, 0, 0), y.nan_to_num(0, 0, 0), atol, fin, name)
     _close(a.segment_mass, b.segment_mass, TOL["mass"], qv[..., None], "segment_mass")
     _close(a.key_mass, b.key_mass, TOL["key_mass"], torch.ones_like(a.key_mass), "key_mass")
+    assert (a.sink_logit_mass is None) == (b.sink_logit_mass is None), "sink_logit_mass"
+    if a.sink_logit_mass is not None:
+        _close(a.sink_logit_mass, b.sink_logit_mass, TOL["mass"], qv, "sink_logit_mass")
     if a.logits is not None:
         _close(a.logits, b.logits, 1e-3 * max(1.0, float(b.logits.abs().max())), a.attention_mask[..., None], "logits")
 
@@ -167,10 +181,9 @@ def test_fused_stats_match_eager(p):
     toks, mask = _inputs(p)
     names = {"first": "first", **({"span": p["span"]} if p["span"] else {})}
     kw = dict(segments=names, key_mass=True, attention_mask=mask)
-    if p["window"] is not None and p["window"] < max(p["lengths"]):
-        with pytest.raises(UnsupportedModelError, match="backend='eager'"):
-            attention_stats(hf, toks, backend="cpu", **kw)
-        return
+    if p["arch"] == "gpt_oss":  # probability edits are refused with sink logits; logit edits stay
+        keep = lambda es: [e for e in es if isinstance(e, ScaleHeadOutput) or (isinstance(e, ScaleSegment) and e.mode == "renormalize")]
+        p = dict(p, edits=keep(p["edits"]), row_edits=None if p["row_edits"] is None else [keep(r) for r in p["row_edits"]])
     plain = attention_stats(hf, toks, backend="cpu", **kw)
     segs = build_segments(names, mask)[1]
     _check_against_eager(hf, plain, toks, mask, segs)

@@ -510,3 +510,104 @@ def test_kernel_benchmarks_reject_bad_arguments_in_one_line(script, args, messag
     out = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120)
     err = out.stderr.strip()
     assert out.returncode == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+# Sliding windows and learned sink logits. (seed, B, H, KV, Q, K, D, pad, window, sinks, softcap):
+# windows shorter than the prompt, of one key, and longer than it; odd lengths, GQA/MQA, batch > 1, decoding
+# steps (Q < K), a block boundary crossed (Q > 64) and left padding longer than the window.
+BAND_CASES = [
+    (21, 3, 6, 2, 37, 37, 16, "left", 5, False, None),
+    (22, 3, 6, 2, 37, 37, 16, "right", 1, True, None),
+    (23, 2, 4, 1, 131, 131, 8, "left", 17, True, None),
+    (24, 2, 4, 4, 131, 131, 24, "right", 64, False, 10.0),
+    (25, 3, 6, 3, 1, 97, 8, "left", 9, True, None),
+    (26, 3, 6, 2, 40, 60, 8, None, 33, True, 5.0),
+    (27, 1, 2, 1, 200, 200, 8, "left", 500, True, None),
+    (28, 3, 6, 6, 97, 97, 48, "left", 3, True, None),
+]
+
+
+def _band_case(case, backend, edit=None, rows=None):
+    seed, B, H, KV, Q, K, D, pad, window, sinks, softcap = case
+    q, k, v, kv, seg = _draw(seed, B, H, KV, Q, K, D, pad)
+    z = 2 * torch.randn(H, generator=torch.Generator().manual_seed(seed)) if sinks else None
+    kw = dict(scale=D ** -0.5, causal=True, key_valid=kv, segments=seg, key_mass=True, softcap=softcap,
+              window=window, sinks=z, edit=edit, rows=rows)
+    ref = attn_stats_kernel(q, k, v, backend="reference", **kw)
+    got = attn_stats_kernel(q, k, v, backend=backend, **kw)
+    _compare(ref, got)
+    _argmax_ok(q, k, v, kw, ref, got)
+    assert (ref.sink_mass is None) == (not sinks) and (got.sink_mass is None) == (not sinks)
+    if sinks:
+        torch.testing.assert_close(got.sink_mass, ref.sink_mass, atol=1e-5, rtol=0)
+    if rows is not None:
+        torch.testing.assert_close(got.rows, ref.rows, atol=1e-5, rtol=0)
+    return q, k, v, kv, seg, z, ref, got
+
+
+@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: f"s{c[0]}")
+def test_windows_and_sinks_match_reference(case, row_pass):
+    _band_case(case, "cpu")
+
+
+@pytest.mark.parametrize("case", BAND_CASES[:4], ids=lambda c: f"s{c[0]}")
+def test_windows_and_sinks_with_edits_match_reference(case, row_pass):
+    """Logit edits combine with sinks; probability edits (here: mixes) with windows only (refused with sinks)."""
+    H, Q = case[2], case[4]
+    edit = HeadEdit(segment_scale=[[0.0, 2.0]] * (H // 2) + [[0.5, 1.0]] * (H // 2), out_scale=2.0)
+    _band_case(case, "cpu", edit, rows=([0, H - 1], [[0, Q // 2, Q - 1]] * case[1]))
+    if not case[9]:
+        _band_case(case, "cpu", HeadEdit(uniform_mix=0.3, identity_mix=0.2, segment_redistribute=0.5))
+
+
+def test_window_reference_is_a_band_and_sink_a_valueless_column():
+    """The reference against its definition: a masked float64 softmax over [scores | sink]."""
+    case = (30, 2, 4, 2, 23, 23, 8, "left", 4, True, None)
+    q, k, v, kv, seg, z, ref, _ = _band_case(case, "cpu")
+    s = (q.double() @ k.double().repeat_interleave(2, 1).transpose(-1, -2)) * 8 ** -0.5
+    i = torch.arange(23)
+    vis = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - 4) & kv[:, None, None, :]
+    s = torch.cat([s.masked_fill(~vis, -torch.inf), z.double()[None, :, None, None].expand(2, 4, 23, 1)], -1)
+    p = torch.softmax(s, -1)
+    torch.testing.assert_close(ref.sink_mass.double(), p[..., -1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(ref.entropy.double(), -torch.special.xlogy(p, p).sum(-1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ref.out.double(), p[..., :-1] @ v.double().repeat_interleave(2, 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ref.max_weight.double(), p[..., :-1].max(-1).values, atol=1e-6, rtol=0)
+
+
+def test_padding_rows_outside_the_window_are_empty_not_nan(row_pass):
+    """Left padding longer than the window: padding queries see no real key. They get the empty-row values
+    (lse -inf or the sink logit, entropy 0, argmax -1), never NaN; real queries always see their own key."""
+    for sinks in (False, True):
+        case = (31, 2, 4, 2, 30, 30, 8, "left", 2, sinks, None)
+        q, k, v, kv, seg, z, ref, got = _band_case(case, "cpu")
+        pad_rows = ~kv[:, None, :].expand(-1, 4, -1)
+        assert not any(torch.isnan(t).any() for t in (got.out, got.lse, got.entropy, got.max_weight))
+        assert bool((got.argmax[pad_rows] == -1).all()) and bool((got.entropy[pad_rows] == 0).all())
+        if sinks:
+            assert bool((got.sink_mass[pad_rows] == 1).all())
+            assert torch.equal(got.lse[pad_rows], z[None, :, None].expand_as(got.lse)[pad_rows])
+        assert bool((got.argmax[~pad_rows] >= 0).all())
+
+
+def test_window_and_sink_bad_values_raise_one_line():
+    q, k, v, kv, seg = _draw(0, 1, 2, 1, 5, 5, 8)
+    for window, msg in ((0, "at least 1"), (-3, "at least 1"), (2.5, "positive integer"), ("4", "positive integer")):
+        with pytest.raises(InputError, match=msg):
+            attn_stats_kernel(q, k, v, scale=1.0, causal=True, window=window)
+    with pytest.raises(InputError, match="non-causal"):
+        attn_stats_kernel(q, k, v, scale=1.0, causal=False, window=2)
+    with pytest.raises(InputError, match=r"head_index=2"):
+        attn_stats_kernel(q, k, v, scale=1.0, causal=True, sinks=torch.zeros(3))
+    with pytest.raises(InputError, match="finite"):
+        attn_stats_kernel(q, k, v, scale=1.0, causal=True, sinks=torch.tensor([0.0, float("nan")]))
+    with pytest.raises(InputError, match="sink logits"):
+        attn_stats_kernel(q, k, v, scale=1.0, causal=True, sinks=torch.zeros(2), edit=HeadEdit(uniform_mix=0.5))
+    from interp.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="backend='eager'"):
+        attn_stats_kernel(q, k, v, scale=1.0, causal=True, window=2, backend="triton")
+    # a window no shorter than the keys masks nothing: identical to no window
+    a = attn_stats_kernel(q, k, v, scale=1.0, causal=True, window=5, backend="cpu")
+    b = attn_stats_kernel(q, k, v, scale=1.0, causal=True, backend="cpu")
+    assert torch.equal(a.entropy, b.entropy)

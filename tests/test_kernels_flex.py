@@ -12,7 +12,8 @@ from interp.attnstats.kernels.attend import Mask, attend
 from interp.attnstats.kernels.flex import attn_stats_flex
 from interp.errors import InputError
 
-from test_kernels import CASES, CASES_CPU_ONLY, EDITS, _draw, _kw
+from interp.attnstats.kernels import HeadEdit
+from test_kernels import BAND_CASES, CASES, CASES_CPU_ONLY, EDITS, _draw, _kw
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
@@ -192,3 +193,37 @@ def test_attention_stats_with_flex_backends(tiny_llama, backend):
     assert set(st.to_frame().metric) == {"entropy", "normalized_entropy", "mass:first", "mass:s"}
     with pytest.raises(InputError, match="cannot give argmax"):
         attention_stats(tiny_llama, toks, backend=backend, **kw)
+
+
+@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: f"s{c[0]}")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_windows_and_sinks_match_reference(engine, case):
+    """Sliding windows (a band in mask_mod; refused by the flash engine) and sink logits (an lse correction)."""
+    seed, B, H, KV, Q, K, D, pad, window, sinks, softcap = case
+    q, k, v, kv, seg = _draw(seed, B, H, KV, Q, K, D, pad)
+    z = 2 * torch.randn(H, generator=torch.Generator().manual_seed(seed)) if sinks else None
+    edit = None if sinks else HeadEdit(uniform_mix=0.3, identity_mix=0.2)  # mixes are refused with sinks
+    if seed % 2:
+        edit = HeadEdit(segment_scale=[[0.0, 2.0]] * (H // 2) + [[0.5, 1.0]] * (H // 2), out_scale=2.0)
+    kw = dict(scale=D ** -0.5, causal=True, key_valid=kv, segments=seg, key_mass=True, softcap=softcap,
+              window=window, sinks=z, edit=edit)
+    want = {"lse"} | ({"max_weight"} if engine == "dense" else set())
+    if softcap is None and (edit is None or edit.uniform_mix is None):
+        want.add("entropy")
+    if engine == "flash" and ((window is not None and window < K) or softcap is not None):
+        with pytest.raises(InputError, match="backend='flex'") as e:
+            attn_stats_kernel(q, k, v, backend="flash", stats=tuple(want), **kw)
+        assert "\n" not in str(e.value)
+        return
+    ref = attn_stats_kernel(q, k, v, backend="reference", **kw)
+    if engine == "dense":
+        prob = validate(q, k, v, scale=kw["scale"], key_valid=kv, segments=seg, softcap=softcap, edit=edit,
+                        backend="auto", window=window, sinks=z)
+        got = attn_stats_flex(q, k, v, prob, engine="dense", want=frozenset(want),
+                              **{n: kw[n] for n in ("scale", "causal", "key_valid", "segments", "key_mass", "softcap")})
+    else:
+        got = attn_stats_kernel(q, k, v, backend=engine, stats=tuple(want), **kw)
+    _check(ref, got, want)
+    assert (got.sink_mass is None) == (not sinks)
+    if sinks:
+        torch.testing.assert_close(got.sink_mass, ref.sink_mass, atol=1e-5, rtol=0)

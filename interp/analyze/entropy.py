@@ -40,7 +40,7 @@ def _check_flags(collapse: float, overload: float) -> None:
 def head_entropy(stats) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head means over real queries (first token excluded): ``(entropy, normalized) [layer head_index]``."""
     w = stats.query_valid[:, None, None, :].float()  # [batch 1 1 query_pos]
-    logn = stats.visible_keys().clamp_min(2).log()[:, None, None, :].float()
+    logn = stats.outcomes().clamp_min(2).log().float()
     ent = stats.entropy.float().nan_to_num(0.0)
     denom = w.sum((0, 3)).clamp_min(1)
     if float(w.sum()) == 0:

@@ -40,7 +40,13 @@ class AttnStats:
     (column sums over real queries), ``z [batch layer query_pos head_index d_head]`` (per-head output before
     W_O, when requested), ``logits [batch pos d_vocab]`` (left on the model's device: on a GPU, copying them
     to the host cost more than all the statistics). The statistics are on the CPU. Rows of padding queries carry no meaning; use
-    ``attention_mask``."""
+    ``attention_mask``.
+
+    ``sink_logit_mass [batch layer head_index query_pos]``: for models with learned sink logits (GPT-OSS
+    ``s_aux``), the probability of the sink column, an extra softmax outcome per head that has no value (the
+    attention sink made explicit); 0 in layers without one, ``None`` for models without any. ``entropy`` and
+    ``lse`` then describe the distribution the model really uses, sink column included; ``max_weight``,
+    ``argmax`` and the masses stay over real keys (they sum to ``1 - sink_logit_mass``)."""
 
     model: str
     tokens: torch.Tensor
@@ -56,6 +62,7 @@ class AttnStats:
     logits: torch.Tensor | None = None
     backend: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    sink_logit_mass: torch.Tensor | None = None
 
     @property
     def query_valid(self) -> torch.Tensor:
@@ -65,22 +72,42 @@ class AttnStats:
         return valid
 
     def visible_keys(self) -> torch.Tensor:
-        """``[batch query_pos]`` number of keys each query sees (causal + padding)."""
+        """``[batch query_pos]`` number of keys each query sees (causal + padding), ignoring sliding windows
+        and sink columns; :meth:`outcomes` counts those per layer."""
         m = self.attention_mask.float()
         return m.cumsum(1) if self.meta.get("causal", True) else m.sum(1, keepdim=True).expand_as(m)
 
+    def outcomes(self) -> torch.Tensor:
+        """``[batch layer 1 query_pos]`` number of outcomes of each row's distribution: the keys it sees
+        through causality, padding and the layer's sliding window (``meta["windows"]``), plus one sink column
+        in layers with learned sink logits (``meta["sinks"]``). Normalized entropy divides by its log."""
+        full = self.visible_keys()
+        windows = self.meta.get("windows") or [None] * self.entropy.shape[1]
+        sinks = self.meta.get("sinks") or [False] * self.entropy.shape[1]
+        csum = torch.nn.functional.pad(self.attention_mask.float().cumsum(1), (1, 0))  # [batch pos+1]
+        per = []
+        for w, sk in zip(windows, sinks):
+            v = full
+            if w is not None:  # real keys in (p - w, p]
+                pos = torch.arange(full.shape[1])
+                v = csum[:, pos + 1] - csum[:, (pos + 1 - w).clamp_min(0)]
+            per.append(v + (1.0 if sk else 0.0))
+        return torch.stack(per, 1)[:, :, None, :]
+
     def to_frame(self, task: str = "attention_stats", condition: str | None = None) -> pd.DataFrame:
-        """Tidy per-head means over real queries: entropy, normalized entropy, max_weight, mass:<segment>
-        (those that were computed)."""
+        """Tidy per-head means over real queries: entropy, normalized entropy, max_weight, mass:<segment>, and
+        sink_logit_mass for models with learned sink logits (those that were computed)."""
         w = self.query_valid[:, None, None, :].float()  # [batch 1 1 query_pos]
         series = {}
         if self.entropy is not None:
             series["entropy"] = self.entropy
-            series["normalized_entropy"] = self.entropy / self.visible_keys().clamp_min(2).log()[:, None, None, :].to(self.entropy)
+            series["normalized_entropy"] = self.entropy / self.outcomes().clamp_min(2).log().to(self.entropy)
         if self.max_weight is not None:
             series["max_weight"] = self.max_weight
         for i, name in enumerate(self.segment_names):
             series[f"mass:{name}"] = self.segment_mass[..., i]
+        if self.sink_logit_mass is not None:
+            series["sink_logit_mass"] = self.sink_logit_mass
         rows = []
         denom = w.sum((0, 3)).clamp_min(1)
         for metric, t in series.items():
@@ -132,7 +159,7 @@ def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None
 
         raise UnsupportedModelError(f"only layers {sorted(rec.calls)} of {n_layers} ran through the fused path; use attention_stats(..., backend='eager')")
     ran = "+".join(sorted({st.backend for calls in rec.calls.values() for st in calls}))
-    return _assemble(model, batch, rec.calls, names, getattr(out, "logits", None), ran, hf)
+    return _assemble(model, batch, rec.calls, names, getattr(out, "logits", None), ran, hf, rec.windows)
 
 
 def position_ids(batch: Batch) -> torch.Tensor:
@@ -140,7 +167,8 @@ def position_ids(batch: Batch) -> torch.Tensor:
     return (batch.attention_mask.long().cumsum(1) - 1).clamp_min(0)
 
 
-def _assemble(model, batch: Batch, calls: Mapping[int, Sequence[KernelStats]], names, logits, backend, hf) -> AttnStats:
+def _assemble(model, batch: Batch, calls: Mapping[int, Sequence[KernelStats]], names, logits, backend, hf,
+              windows: Mapping[int, int | None] = {}) -> AttnStats:
     from interp.models import is_causal, model_name
 
     per_layer = [calls[l][-1] for l in sorted(calls)]
@@ -150,13 +178,19 @@ def _assemble(model, batch: Batch, calls: Mapping[int, Sequence[KernelStats]], n
         return None if vals[0] is None else torch.stack(vals, dim).cpu()
 
     z = stack("out", 1)
+    sinks = [s.sink_mass for s in per_layer]
+    sink_mass = None
+    if any(t is not None for t in sinks):  # layers without sink logits put no mass on one
+        like = next(t for t in sinks if t is not None)
+        sink_mass = torch.stack([torch.zeros_like(like) if t is None else t for t in sinks], 1).cpu()
     return AttnStats(
         model=model_name(model), tokens=batch.tokens.cpu(), attention_mask=batch.attention_mask.cpu(),
         lse=stack("lse"), entropy=stack("entropy"), max_weight=stack("max_weight"), argmax=stack("argmax"),
         segment_names=tuple(names), segment_mass=stack("segment_mass"), key_mass=stack("key_mass"),
         z=None if z is None else z.transpose(2, 3),  # [batch layer head q d] -> [batch layer query_pos head_index d_head]
         logits=None if logits is None else logits.detach(), backend=backend,
-        meta={"causal": is_causal(hf)},
+        meta={"causal": is_causal(hf), "windows": [windows.get(l) for l in sorted(calls)],
+              "sinks": [s.sink_mass is not None for s in per_layer]}, sink_logit_mass=sink_mass,
     )
 
 

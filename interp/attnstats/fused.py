@@ -42,6 +42,7 @@ class Recorder:
     rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # layer -> (heads, queries)
     stop_after: int | None = None  # raise StopForward once this layer has run (later layers are not needed)
     calls: dict[int, list[KernelStats]] = field(default_factory=dict)
+    windows: dict[int, int | None] = field(default_factory=dict)  # layer -> the sliding window of its last call
     last: dict[int, KernelStats] = field(default_factory=dict)
 
     fitted: dict = field(default_factory=dict, repr=False)  # (name, k_len, device) -> tensor, shared by layers
@@ -79,29 +80,68 @@ def _fit_keys(t: torch.Tensor | None, k_len: int, device, fill) -> torch.Tensor 
     return torch.nn.functional.pad(t, (0, k_len - t.shape[-1]), value=fill)
 
 
+# Keywords of transformers' attention call that change nothing here: bookkeeping, or positions that rotary
+# embeddings already applied to q and k. Every other keyword is implemented below or refused.
+_INERT_KWARGS = frozenset({
+    "position_ids", "cache_position", "use_cache", "output_attentions", "output_hidden_states", "return_dict",
+    "past_key_values", "past_key_value", "layer_idx", "is_cross_attention", "config", "position_embeddings",
+    "token_type_ids", "logits_to_keep", "labels", "head_mask",
+})
+_IMPLEMENTED_KWARGS = frozenset({"sliding_window", "softcap", "s_aux", "is_causal"})
+
+
+def _check_kwargs(module, kwargs: dict) -> None:
+    """Refuse, in one line, any keyword that could change the scores or the probabilities and is not implemented
+    (packed sequences ``cu_seq_lens_*``, sparse ``indices``, ``position_bias``, ...). ``None`` changes nothing."""
+    unknown = sorted(k for k, v in kwargs.items()
+                     if v is not None and k not in _INERT_KWARGS and k not in _IMPLEMENTED_KWARGS and v is not False)
+    if unknown:
+        raise UnsupportedModelError(
+            f"{type(module).__name__} passes attention argument(s) {', '.join(unknown)} that the fused path does not implement; use attention_stats(..., backend='eager')"
+        )
+
+
+def _sinks(module, kwargs: dict, n_heads: int):
+    """GPT-OSS passes its learned sink logits as ``s_aux`` [head_index]; a model that keeps ``sinks`` on the module
+    but does not pass them would be silently wrong, so that is refused."""
+    s_aux = kwargs.get("s_aux")
+    if s_aux is None and isinstance(getattr(module, "sinks", None), torch.Tensor):
+        raise UnsupportedModelError(
+            f"{type(module).__name__} has learned sink logits that its attention call does not pass as s_aux; use attention_stats(..., backend='eager')"
+        )
+    if s_aux is not None and isinstance(s_aux, torch.Tensor) and s_aux.dim() != 1:
+        s_aux = s_aux.reshape(-1)
+    return s_aux
+
+
 def _interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     rec = _ACTIVE.get()
     if rec is None:
         raise RuntimeError("interp_stats attention called outside interp.attnstats.fused.activate(); use attention_stats()")
-    window = kwargs.get("sliding_window")
-    if window is not None and key.shape[2] > int(window):  # a window no shorter than the keys masks nothing
-        raise UnsupportedModelError(
-            f"sliding-window attention (window {int(window)} < {key.shape[2]} keys) is not supported by the fused path; use attention_stats(..., backend='eager')"
-        )
+    _check_kwargs(module, kwargs)
     layer = getattr(module, "layer_idx", None)
     if layer is None:
         raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; use attention_stats(..., backend='eager')")
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim not in (2,):
+        raise UnsupportedModelError(
+            f"{type(module).__name__} builds its own {attention_mask.ndim}-D attention mask, which the fused path cannot read; use attention_stats(..., backend='eager')"
+        )
     key_valid = rec.key_valid_for(key.shape[2], query.device)
     if attention_mask is not None and attention_mask.ndim == 2:
         key_valid = attention_mask.to(device=query.device).bool()
     softcap = kwargs.get("softcap", getattr(module, "attn_logit_softcapping", None))
+    causal = kwargs.get("is_causal")
+    causal = bool(getattr(module, "is_causal", True) if causal is None else causal)
     st = attn_stats_kernel(
         query, key, value, scale=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
-        causal=bool(getattr(module, "is_causal", True)), key_valid=key_valid,
+        causal=causal, key_valid=key_valid,
         segments=rec.segments_for(key.shape[2], query.device), key_mass=rec.key_mass, softcap=softcap,
         edit=rec.edits.get(layer), backend=rec.backend, rows=rec.rows.get(layer), stats=rec.stats,
+        window=kwargs.get("sliding_window"), sinks=_sinks(module, kwargs, query.shape[1]),
     )
     rec.store(layer, st)
+    window = kwargs.get("sliding_window")
+    rec.windows[layer] = None if window is None else int(window)
     if rec.stop_after == layer:
         raise StopForward()
     return st.out.transpose(1, 2).contiguous(), None  # [batch query_pos head_index d_head]

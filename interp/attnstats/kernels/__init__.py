@@ -16,6 +16,8 @@ from typing import Optional
 
 import torch
 
+from interp.errors import UnsupportedModelError
+
 from ._common import BACKENDS, ROW_STATS, KernelStats, Problem, validate, wanted
 from .edits import HeadEdit
 
@@ -51,6 +53,8 @@ def attn_stats_kernel(
     backend: str = "auto",
     rows=None,
     stats=None,
+    window: Optional[int] = None,
+    sinks: Optional[torch.Tensor] = None,
 ) -> KernelStats:
     """Attention output plus per-row statistics of the (edited) attention pattern.
 
@@ -60,16 +64,25 @@ def attn_stats_kernel(
     ``rows=(heads [n], queries [batch, n_q])`` also returns those heads' (edited) attention rows at those
     query indices, ``[batch, n, n_q, key_pos]``, without any ``n×n`` tensor. ``stats`` names the per-row
     statistics wanted (default all of ``lse, entropy, max_weight, argmax``); the others come back None.
+    ``window``: sliding window (the query at absolute position ``p`` sees keys ``p - window < k <= p``; causal
+    only). ``sinks [head_index]``: learned sink logits (GPT-OSS ``s_aux``), one extra softmax column per head
+    with mass but no value, reported as ``sink_mass`` (see :class:`KernelStats` for how the other statistics
+    include it).
     """
     want = wanted(stats)
     prob = validate(
         q, k, v, scale=scale, key_valid=key_valid, segments=segments, softcap=softcap, edit=edit, backend=backend,
-        causal=bool(causal), rows=rows,
+        causal=bool(causal), rows=rows, window=window, sinks=sinks,
     )
     kwargs = dict(
         scale=float(scale), causal=bool(causal), key_valid=key_valid, segments=segments,
         key_mass=bool(key_mass), softcap=None if softcap is None else float(softcap),
     )
+    banded = prob.window is not None or prob.sinks is not None
+    if backend == "triton" and banded:  # until the GPU issue gives the triton kernel the band and the sink column
+        raise UnsupportedModelError(
+            "the triton kernel does not implement sliding windows or sink logits yet; use backend='cpu' (exact, also on CUDA tensors) or attention_stats(..., backend='eager')"
+        )
     if backend == "auto":
         backend = choose_backend(q, prob, want, kwargs["softcap"])
     if backend in ("flex", "flash"):
@@ -112,7 +125,8 @@ def choose_backend(q: torch.Tensor, prob: Problem, want: frozenset, softcap: Opt
 
     if unsupported_reason("flex", prob, want, softcap, q) is None:
         return "flex"
-    return "triton" if triton_available() else "cpu"
+    banded = prob.window is not None or prob.sinks is not None  # the triton kernel has neither yet
+    return "triton" if triton_available() and not banded else "cpu"
 
 
 def _ran(stats: KernelStats, backend: str, want: frozenset) -> KernelStats:

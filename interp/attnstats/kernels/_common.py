@@ -25,6 +25,13 @@ class KernelStats:
     [batch, head_index, query_pos, n_segments]``; ``key_mass [batch, head_index, key_pos]``.
     ``rows [batch, n_row_heads, n_row_queries, key_pos]``: the requested attention rows (``rows=`` argument).
     Rows with no visible key: out 0, lse -inf, entropy 0, max_weight 0, argmax -1, masses 0.
+
+    Learned sink logits (``sinks``, GPT-OSS ``s_aux``) add one softmax column per head that takes mass but
+    has no value. The statistics then describe the distribution the model really uses, over the visible keys
+    *and* the sink column: ``lse`` is its log normaliser, ``entropy`` includes the sink term, and
+    ``sink_mass [batch, head_index, query_pos]`` is the sink column's probability. ``max_weight``/``argmax``,
+    segment and key masses stay over real keys (they sum to ``1 - sink_mass``). A row with no visible key
+    puts all its mass on the sink: lse = the sink logit, entropy 0, sink_mass 1.
     A statistic left out of the call's ``stats=`` is None.
     """
 
@@ -37,6 +44,7 @@ class KernelStats:
     key_mass: Optional[torch.Tensor] = None
     backend: str = ""  # the kernel that actually ran
     rows: Optional[torch.Tensor] = None
+    sink_mass: Optional[torch.Tensor] = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ class Problem:
     n_segments: int
     edit: ResolvedEdit
     rows: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (heads [NH], queries [B, NQ]) int64 on q.device
+    window: Optional[int] = None  # sliding window: query at p sees keys p - window < k <= p
+    sinks: Optional[torch.Tensor] = None  # [head_index] learned sink logits, float64 on q.device
 
     @property
     def group(self) -> int:
@@ -120,6 +130,8 @@ def validate(
     backend: str,
     causal: bool = True,
     rows=None,
+    window=None,
+    sinks=None,
 ) -> Problem:
     """Check every argument of :func:`attn_stats_kernel`; raise a one-line error on the first problem."""
     if backend not in BACKENDS:
@@ -177,11 +189,46 @@ def validate(
             raise DeviceMismatchError(f"segments is on {segments.device} but q is on {q.device}; move it with .to(q.device)")
         _CHECKED_SEGMENTS.get(segments, _check_segments)
         S = segments.shape[1]
-    resolved = resolve_edit(edit, B, H, S, q_len=Q, k_len=K, causal=causal, key_valid=key_valid)
+    window = _window(window, causal, K)
+    resolved = resolve_edit(edit, B, H, S, q_len=Q, k_len=K, causal=causal, key_valid=key_valid, window=window)
+    sinks = _sinks(sinks, H, q.device)
+    if sinks is not None and resolved.needs_probabilities:
+        raise InputError(
+            "probability edits (redistribute, uniform/identity mix, set_rows) are not defined for heads with learned sink logits; use segment scaling or out_scale"
+        )
     return Problem(
         batch=B, n_heads=H, n_kv=KV, q_len=Q, k_len=K, d_head=D, n_segments=S, edit=resolved,
-        rows=_rows(rows, B, H, Q, q.device),
+        rows=_rows(rows, B, H, Q, q.device), window=window, sinks=sinks,
     )
+
+
+def _window(window, causal: bool, K: int) -> Optional[int]:
+    """A sliding window as an int >= 1, or None when it masks nothing (no shorter than the keys)."""
+    if window is None:
+        return None
+    if isinstance(window, torch.Tensor) and window.numel() == 1:
+        window = window.item()
+    if isinstance(window, bool) or not isinstance(window, int) and not (isinstance(window, float) and window.is_integer()):
+        raise InputError(f"sliding_window must be a positive integer, got {window!r}")
+    if int(window) < 1:
+        raise InputError(f"sliding_window {int(window)} would cut every key of every row; it must be at least 1")
+    if not causal:
+        raise InputError("a sliding window on non-causal attention is not supported; use attention_stats(..., backend='eager')")
+    return None if int(window) >= K else int(window)
+
+
+def _sinks(sinks, H: int, device) -> Optional[torch.Tensor]:
+    if sinks is None:
+        return None
+    if not isinstance(sinks, torch.Tensor) or not sinks.dtype.is_floating_point or tuple(sinks.shape) != (H,):
+        shape = list(sinks.shape) if isinstance(sinks, torch.Tensor) else type(sinks).__name__
+        raise InputError(f"sink logits (s_aux) must be a float tensor [head_index={H}], got {shape}")
+    if sinks.device != device:
+        raise DeviceMismatchError(f"sink logits are on {sinks.device} but q is on {device}; move them with .to(q.device)")
+    sinks = sinks.detach().to(torch.float64)
+    if not bool(torch.isfinite(sinks).all()):
+        raise InputError("sink logits (s_aux) must be finite")
+    return sinks
 
 
 def _rows(rows, B: int, H: int, Q: int, device) -> Optional[tuple[torch.Tensor, torch.Tensor]]:

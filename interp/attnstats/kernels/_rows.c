@@ -116,46 +116,68 @@ static void row_axpy(float *acc, const float *e, int64_t len, float w) {
     for (; j < len; j++) acc[j] += w * e[j];
 }
 
-/* One query block. s: [n_groups*nq, ld] scores, overwritten with exp(s - rowmax) (0 past each row's keys).
+/* One query block. s: [n_groups*nq, ld] scores of keys k0..k0+ld-1 (column j is key k0 + j), overwritten with
+ * exp(s - rowmax) / normaliser-free exponentials (0 outside each row's visible keys).
+ * Visible keys of row qi (absolute query position p = pos0 + qi): lo <= key < hi with hi = p + 1 (causal, else
+ * kend) and lo = p - window + 1 (window > 0, else k0). Key-indexed arrays (bias, seg, kacc) are indexed by
+ * absolute key.
  * bias: NULL or additive logit biases (key padding, segment scaling), row grp / bias_div of [*, bias_ld]; qw: NULL or [batch, q_len] key-mass weight of each query;
  * kacc: NULL or [n_groups, kacc_ld] key-mass accumulator; seg: NULL or [batch, n_seg, seg_ld] segment weights,
- * whose masses go to segm [n_groups, q_len, n_seg]. Outputs lse/ent/maxw/amax are [n_groups, q_len]
- * and receive this block's columns i0..i0+nq. maxw equals 1/Σe (the max exponential is exactly 1), so the
- * caller normalises the block's P·V with it. */
-void interp_attn_rows(float *s, int64_t n_groups, int64_t nq, int64_t ld, int64_t kend, int64_t pos0, int causal,
-                      int64_t group_per_batch, const float *bias, int64_t bias_div, int64_t bias_ld, const float *qw, int64_t q_len,
-                      int64_t i0, float *kacc, int64_t kacc_ld, const float *seg, int64_t n_seg, int64_t seg_ld,
-                      float *segm, float *lse, float *ent, float *maxw, int64_t *amax) {
+ * whose masses go to segm [n_groups, q_len, n_seg]. sinks: NULL or [group_per_batch] learned sink logits, one
+ * extra softmax column per head (mass, no value) whose probability goes to sinkm [n_groups, q_len].
+ * Outputs lse/ent/maxw/amax/rinv are [n_groups, q_len] and receive this block's columns i0..i0+nq. rinv is
+ * 1/normaliser, with which the caller normalises the block's P·V (without sinks it equals maxw: the max
+ * exponential is exactly 1; rinv may alias maxw then). */
+void interp_attn_rows(float *s, int64_t n_groups, int64_t nq, int64_t ld, int64_t k0, int64_t kend, int64_t pos0,
+                      int causal, int64_t window, int64_t group_per_batch, const float *bias, int64_t bias_div,
+                      int64_t bias_ld, const float *qw, int64_t q_len, int64_t i0, float *kacc, int64_t kacc_ld,
+                      const float *seg, int64_t n_seg, int64_t seg_ld, float *segm, float *lse, float *ent,
+                      float *maxw, int64_t *amax, const float *sinks, float *sinkm, float *rinv_out) {
     for (int64_t grp = 0; grp < n_groups; grp++) {
         int64_t b = grp / group_per_batch;
         const float *brow = bias ? bias + (grp / bias_div) * bias_ld : NULL;
+        int has_sink = sinks != NULL;
+        float z = has_sink ? sinks[grp % group_per_batch] : 0.0f;
         for (int64_t qi = 0; qi < nq; qi++) {
             float *row = s + (grp * nq + qi) * ld;
-            int64_t len = causal ? pos0 + qi + 1 : kend;
-            if (len > kend) len = kend;
-            if (len < 0) len = 0;
+            int64_t p = pos0 + qi;
+            int64_t hi = causal ? p + 1 : kend;
+            if (hi > kend) hi = kend;
+            int64_t lo = window > 0 ? p - window + 1 : k0;
+            if (lo < k0) lo = k0;
+            if (hi < lo) hi = lo;
+            int64_t len = hi - lo;
+            float *r = row + (lo - k0);
             int64_t o = grp * q_len + i0 + qi;
             int64_t arg = -1;
-            float m = len > 0 ? row_max(row, brow, len, &arg) : -INFINITY;
-            if (!(m > NEG_HALF)) {
-                memset(row, 0, (size_t)kend * sizeof(float));
-                lse[o] = -INFINITY; ent[o] = 0.0f; maxw[o] = 0.0f; amax[o] = -1;
+            float m = len > 0 ? row_max(r, brow ? brow + lo : NULL, len, &arg) : -INFINITY;
+            if (!(m > NEG_HALF)) {  /* no visible key: all mass on the sink if there is one */
+                memset(row, 0, (size_t)ld * sizeof(float));
+                lse[o] = has_sink ? z : -INFINITY; ent[o] = 0.0f; maxw[o] = 0.0f; amax[o] = -1;
+                rinv_out[o] = 0.0f;
+                if (has_sink) sinkm[o] = 1.0f;
                 for (int64_t k = 0; seg && k < n_seg; k++) segm[o * n_seg + k] = 0.0f;
                 continue;
             }
-            amax[o] = arg;
+            amax[o] = arg + lo;
+            float mm = has_sink && z > m ? z : m;  /* shift by the max over keys and sink */
             float t;
-            float l = row_exp(row, len, m, &t);
-            if (len < kend) memset(row + len, 0, (size_t)(kend - len) * sizeof(float));
+            float l = row_exp(r, len, mm, &t);
+            float ez = 0.0f;
+            if (has_sink) { ez = sexp(z - mm); l += ez; t += ez * (z - mm); }
+            if (lo > k0) memset(row, 0, (size_t)(lo - k0) * sizeof(float));
+            if (hi - k0 < ld) memset(row + (hi - k0), 0, (size_t)(ld - (hi - k0)) * sizeof(float));
             float rinv = 1.0f / l, logl = logf(l);
-            lse[o] = m + logl;
+            lse[o] = mm + logl;
             ent[o] = logl - t * rinv;
-            maxw[o] = rinv;
+            maxw[o] = (mm == m ? 1.0f : sexp(m - mm)) * rinv;
+            rinv_out[o] = rinv;
+            if (has_sink) sinkm[o] = ez * rinv;
             for (int64_t k = 0; seg && k < n_seg; k++)
-                segm[o * n_seg + k] = rinv * row_dot(row, seg + (b * n_seg + k) * seg_ld, len);
+                segm[o * n_seg + k] = rinv * row_dot(r, seg + (b * n_seg + k) * seg_ld + lo, len);
             if (kacc) {
                 float w = qw ? qw[b * q_len + i0 + qi] * rinv : rinv;
-                if (w != 0.0f) row_axpy(kacc + grp * kacc_ld, row, len, w);
+                if (w != 0.0f) row_axpy(kacc + grp * kacc_ld + lo, r, len, w);
             }
         }
     }

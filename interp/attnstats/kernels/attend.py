@@ -17,8 +17,8 @@ max_s [.., M] or None)``. Rows with no visible column: output 0, lse -inf. Engin
   argument on every device, so the biases ride in two extra input dimensions (``q' = [scale·q, 1, row_bias]``,
   ``k' = [k, col_bias, 1]``, ``scale = 1``), masked entries get the bias ``NEG``, the causal offset becomes dummy
   rows or columns, and a reversed causal mask is a causal one on flipped axes. The biases are therefore exact in
-  float32/float64 and rounded to the input precision in fp16/bf16. No softcap (not expressible as a bias), no row
-  max.
+  float32/float64 and rounded to the input precision in fp16/bf16. No softcap (not expressible as a bias), no
+  sliding window (a band is neither a row nor a column bias), no row max.
 """
 from __future__ import annotations
 
@@ -35,22 +35,28 @@ ENGINES = ("dense", "flex", "flash")
 @dataclass(frozen=True, eq=False)
 class Mask:
     """Visible pairs: ``j <= i + offset`` (causal) or ``j >= i - offset`` (``reverse``: keys acting as queries
-    over the later queries), ``offset=None`` for no causal mask; and ``col_valid [batch, N]`` /
+    over the later queries), ``offset=None`` for no causal mask; a sliding ``window`` (causal only) keeps
+    ``j > i + offset - window`` (reversed: ``j < i - offset + window``); and ``col_valid [batch, N]`` /
     ``row_valid [batch, M]`` bool (None: all valid)."""
 
     offset: Optional[int] = None
     reverse: bool = False
     col_valid: Optional[torch.Tensor] = None
     row_valid: Optional[torch.Tensor] = None
+    window: Optional[int] = None
+
+    def pair(self, i, j):
+        """Visibility of positions ``i, j`` (tensors), valid masks aside."""
+        off, w = self.offset, self.window
+        if off is None:
+            return (i >= 0) & (j >= 0)
+        if self.reverse:
+            return (j >= i - off) if w is None else (j >= i - off) & (j < i - off + w)
+        return (j <= i + off) if w is None else (j <= i + off) & (j > i + off - w)
 
     def dense(self, M: int, N: int, device) -> torch.Tensor:
         """``[batch or 1, 1, M, N]`` bool."""
-        i = torch.arange(M, device=device)[:, None]
-        j = torch.arange(N, device=device)[None, :]
-        vis = torch.ones(M, N, dtype=torch.bool, device=device)
-        if self.offset is not None:
-            vis = (j >= i - self.offset) if self.reverse else (j <= i + self.offset)
-        vis = vis[None, None]
+        vis = self.pair(torch.arange(M, device=device)[:, None], torch.arange(N, device=device)[None, :])[None, None]
         if self.col_valid is not None:
             vis = vis & self.col_valid[:, None, None, :]
         if self.row_valid is not None:
@@ -99,10 +105,10 @@ def _flex(q, k, v, mask, scale, softcap, col_bias, row_bias, want_max):
 
     B, H, M, _ = q.shape
     N = k.shape[2]
-    off, rev, cv, rv = mask.offset, mask.reverse, mask.col_valid, mask.row_valid
+    cv, rv = mask.col_valid, mask.row_valid
 
     def mask_mod(b, h, i, j):
-        ok = (j >= i - off) if (off is not None and rev) else (j <= i + off) if off is not None else (i >= 0)
+        ok = mask.pair(i, j)
         if cv is not None:
             ok = ok & cv[b, j]
         if rv is not None:
@@ -135,7 +141,7 @@ def neg(dtype: torch.dtype) -> float:
 
 
 def _flash(q, k, v, mask, scale, softcap, col_bias, row_bias, want_max):
-    assert softcap is None and not want_max, "flash engine: no softcap, no row max"
+    assert softcap is None and not want_max and mask.window is None, "flash engine: no softcap, row max or window"
     B, H, M, E = q.shape
     G = H // k.shape[1]
     N, W = k.shape[2], v.shape[-1]

@@ -89,6 +89,10 @@ class _Ctx:
     bias_div: int = 1  # rows of (batch, head) groups per bias2 row
     qw2: Optional[torch.Tensor] = None  # [B, Q] key-mass weight per query for the C pass
     seg_c: Optional[torch.Tensor] = None  # [B, S, K] segments whose masses the C pass computes
+    window: Optional[int] = None  # sliding window (band mask); None: every causal key
+    sinks: Optional[torch.Tensor] = None  # [H] learned sink logits in the compute dtype
+    sinkm: Optional[torch.Tensor] = None  # [B, KV, G, Q] sink-column probability
+    rinv: Optional[torch.Tensor] = None  # [B, KV, G, Q] 1/normaliser for the C pass when it differs from maxw
 
 
 def attn_stats_cpu(
@@ -123,6 +127,7 @@ def attn_stats_cpu(
             out = out * prob.edit.out_scale.to(device=q.device, dtype=ctx.cd).view(B, H, 1, 1)
         f32 = torch.float32
         return KernelStats(
+            sink_mass=None if ctx.sinkm is None else ctx.sinkm.view(B, H, Q).to(f32),
             out=out.to(q.dtype),
             lse=ctx.lse.view(B, H, Q).to(f32),
             entropy=ctx.ent.view(B, H, Q).to(f32),
@@ -191,7 +196,10 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
         segm=torch.empty(B, KV, G, Q, S, dtype=cd, device=dev) if segments is not None else None,
         key_mass=key_mass,
         rows_out=None if prob.rows is None else torch.zeros(B, len(prob.rows[0]), prob.rows[1].shape[1], K, device=dev),
-        clib=clib, bias2=bias2, bias_div=bias_div, qw2=qw2, seg_c=seg_c,
+        clib=clib, bias2=bias2, bias_div=bias_div, qw2=qw2, seg_c=seg_c, window=prob.window,
+        sinks=None if prob.sinks is None else prob.sinks.to(dtype=cd).contiguous(),
+        sinkm=None if prob.sinks is None else torch.empty(B, KV, G, Q, dtype=cd, device=dev),
+        rinv=None if prob.sinks is None or clib is None else torch.empty(B, KV, G, Q, dtype=cd, device=dev),
     )
 
 
@@ -238,26 +246,42 @@ def _kend(ctx: _Ctx, i1: int) -> int:
     return ctx.prob.offset + i1 if ctx.causal else ctx.prob.k_len
 
 
+def _kstart(ctx: _Ctx, i0: int) -> int:
+    """First key any query of the block at ``i0`` sees: with a sliding window the block's scores start there
+    (a window of 512 at n = 4096 computes an eighth of the products). Probability edits index whole rows, so
+    they keep every column and mask the band instead."""
+    if ctx.window is None or ctx.prob.edit.needs_probabilities:
+        return 0
+    return max(0, ctx.prob.offset + i0 - ctx.window + 1)
+
+
 def _block(ctx: _Ctx, i0: int, i1: int, buf, ebuf, kacc) -> None:
     prob = ctx.prob
     B, KV, G, D, S = prob.batch, prob.n_kv, prob.group, prob.d_head, prob.n_segments
     BK, nq = B * KV, i1 - i0
-    R, kend = G * nq, _kend(ctx, i1)
-    size = BK * R * kend
+    R, kend, k0 = G * nq, _kend(ctx, i1), _kstart(ctx, i0)
+    kw = kend - k0  # score columns: keys k0..kend-1
+    size = BK * R * kw
     qb = ctx.qg[:, :, :, i0:i1].reshape(BK, R, D)
-    s = torch.bmm(qb, ctx.kT[:, :, :kend], out=buf[:size].view(BK, R, kend))
+    s = torch.bmm(qb, ctx.kT[:, :, k0:kend], out=buf[:size].view(BK, R, kw))
     if ctx.clib is not None:
-        return _block_c(ctx, s, i0, i1, kend, kacc)
+        return _block_c(ctx, s, i0, i1, k0, kend, kacc)
     if ctx.softcap is not None:
         s.tanh_().mul_(ctx.softcap)
-    s5 = s.view(B, KV, G, nq, kend)
+    s5 = s.view(B, KV, G, nq, kw)
     if ctx.causal:
-        s5[..., kend - nq :].add_(ctx.tri[:nq, :nq])
+        s5[..., kw - nq :].add_(ctx.tri[:nq, :nq])
+    if ctx.window is not None:  # keys at or before p - window; tri already hides the future
+        qpos = torch.arange(prob.offset + i0, prob.offset + i1, device=s.device)
+        far = torch.arange(k0, kend, device=s.device)[None, :] <= (qpos - ctx.window)[:, None]  # [nq, kw]
+        s5.masked_fill_(far, NEG)
     if ctx.kvb is not None:
-        s5.add_(ctx.kvb[..., :kend])
+        s5.add_(ctx.kvb[..., k0:kend])
     if ctx.lb is not None:
-        s5.add_(ctx.lb[..., :kend])
+        s5.add_(ctx.lb[..., k0:kend])
     m, am = s.max(dim=-1)  # [BK, R]
+    if k0:
+        am += k0
     empty = m <= NEG / 2
     mv = m.masked_fill(empty, 0.0)
     # Without the shift exp() cannot overflow (and lost entries are < e^-67 relative) when every
@@ -266,11 +290,16 @@ def _block(ctx: _Ctx, i0: int, i1: int, buf, ebuf, kacc) -> None:
     if shifted:
         s.sub_(mv.unsqueeze(-1))
     if ctx.prob.edit.needs_probabilities:
-        p, o, rinv, e_row, mw, ai, logl = _general(ctx, s, ebuf[:size].view(BK, R, kend), i0, nq, kend, empty)
+        p, o, rinv, e_row, mw, ai, logl = _general(ctx, s, ebuf[:size].view(BK, R, kw), i0, nq, kend, empty)
     else:
-        p, o, rinv, e_row, mw, ai, logl = _plain(ctx, s, qb, ebuf, size, empty, mv, am, m, shifted)
+        p, o, rinv, e_row, mw, ai, logl = _plain(ctx, s, qb, ebuf, size, empty, mv, am, m, shifted, k0)
     lse_b = (logl + mv if shifted else logl).masked_fill_(empty, -torch.inf)
     sl = (slice(None), slice(None), slice(None), slice(i0, i1))
+    if ctx.sinks is not None:  # fold in the sink column: exact, from the real-key statistics of each row
+        lse_b, e_row, f = _with_sink(ctx, lse_b, e_row, nq)
+        mw, o = mw * f, o * f.unsqueeze(-1)
+        rinv = rinv * f
+        ctx.sinkm[sl] = torch.exp(_sink_rows(ctx, nq) - lse_b).view(B, KV, G, nq)
     ctx.lse[sl] = lse_b.view(B, KV, G, nq)
     ctx.ent[sl] = e_row.view(B, KV, G, nq)
     ctx.maxw[sl] = mw.view(B, KV, G, nq)
@@ -282,39 +311,60 @@ def _block(ctx: _Ctx, i0: int, i1: int, buf, ebuf, kacc) -> None:
         w = torch.ones(BK * G, 1, nq, dtype=ctx.cd, device=s.device) if rinv is None else rinv.view(BK * G, 1, nq)
         if ctx.qvw is not None:
             w = w * ctx.qvw[..., i0:i1]
-        kacc[:, :kend] += torch.bmm(w, p.view(BK * G, nq, kend)).view(BK * G, kend)
+        kacc[:, k0:kend] += torch.bmm(w, p.view(BK * G, nq, kw)).view(BK * G, kw)
     if ctx.rows_out is not None:
-        _take_rows(ctx.rows_out, p.view(B, KV * G, nq, kend), rinv, prob, i0, nq)
+        _take_rows(ctx.rows_out, p.view(B, KV * G, nq, kw), rinv, prob, i0, nq, k0)
+
+
+def _sink_rows(ctx: _Ctx, nq: int) -> torch.Tensor:
+    """The sink logit of every row of a block, ``[BK, G*nq]`` (rows ordered kv head, group, query)."""
+    prob = ctx.prob
+    return ctx.sinks.view(1, prob.n_kv, prob.group, 1).expand(prob.batch, -1, -1, nq).reshape(prob.batch * prob.n_kv, -1)
+
+
+def _with_sink(ctx: _Ctx, lse_r: torch.Tensor, ent_r: torch.Tensor, nq: int):
+    """Real-key ``lse_r``, entropy ``ent_r`` → those of the distribution with the sink column, and the real
+    keys' share ``f``. The sink (logit z) and the keys have disjoint supports, so with
+    ``L = logaddexp(lse_r, z)``, ``f = e^(lse_r - L)``, ``g = e^(z - L) = 1 - f``:
+    ``H = f·H_r - f·log f - g·log g`` (log f and log g taken exactly as lse_r - L and z - L)."""
+    z = _sink_rows(ctx, nq)
+    lse = torch.logaddexp(lse_r, z)
+    lf = lse_r - lse  # -inf on rows without a visible key: f = 0, all mass on the sink
+    f, g = torch.exp(lf), torch.exp(z - lse)
+    ent = torch.where(f > 0, f * (ent_r - lf), torch.zeros((), dtype=f.dtype, device=f.device)) - g * (z - lse)
+    return lse, ent, f
 
 
 def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
-def _block_c(ctx: _Ctx, s: torch.Tensor, i0: int, i1: int, kend: int, kacc) -> None:
-    """Scores ``s [BK, R, kend]`` → statistics in the C pass, then one product with ``[V | segments]``."""
+def _block_c(ctx: _Ctx, s: torch.Tensor, i0: int, i1: int, k0: int, kend: int, kacc) -> None:
+    """Scores ``s [BK, R, kend - k0]`` → statistics in the C pass, then one product with ``[V | segments]``."""
     prob = ctx.prob
     B, KV, G, Q, D, S = prob.batch, prob.n_kv, prob.group, prob.q_len, prob.d_head, prob.n_segments
-    nq = i1 - i0
+    nq, kw = i1 - i0, kend - k0
     if ctx.softcap is not None:  # the queries carry scale / softcap
         s.tanh_().mul_(ctx.softcap)
+    rinv_buf = ctx.maxw if ctx.rinv is None else ctx.rinv  # without sinks rinv equals maxw
     ctx.clib.interp_attn_rows(
-        s.data_ptr(), B * KV * G, nq, kend, kend, prob.offset + i0, int(ctx.causal), KV * G,
+        s.data_ptr(), B * KV * G, nq, kw, k0, kend, prob.offset + i0, int(ctx.causal), ctx.window or 0, KV * G,
         _ptr(ctx.bias2), ctx.bias_div, prob.k_len, _ptr(ctx.qw2), Q, i0,
         _ptr(kacc), 0 if kacc is None else kacc.shape[1], _ptr(ctx.seg_c), S, prob.k_len, _ptr(ctx.segm),
         ctx.lse.data_ptr(), ctx.ent.data_ptr(), ctx.maxw.data_ptr(), ctx.amax.data_ptr(),
+        _ptr(ctx.sinks), _ptr(ctx.sinkm), rinv_buf.data_ptr(),
     )
     sl = (slice(None), slice(None), slice(None), slice(i0, i1))
-    rinv = ctx.maxw[sl].reshape(B * KV, G * nq, 1)
-    o = torch.bmm(s, ctx.vext[:, :kend]).mul_(rinv)  # [BK, R, W]
+    rinv = rinv_buf[sl].reshape(B * KV, G * nq, 1)
+    o = torch.bmm(s, ctx.vext[:, k0:kend]).mul_(rinv)  # [BK, R, W]
     ctx.out[sl] = o[..., :D].view(B, KV, G, nq, D)
     if ctx.segm is not None and ctx.seg_c is None:
         ctx.segm[sl] = o[..., ctx.s_col : ctx.s_col + S].view(B, KV, G, nq, S)
     if ctx.rows_out is not None:
-        _take_rows(ctx.rows_out, s.view(B, KV * G, nq, kend), rinv, prob, i0, nq)
+        _take_rows(ctx.rows_out, s.view(B, KV * G, nq, kw), rinv, prob, i0, nq, k0)
 
 
-def _plain(ctx, s, qb, ebuf, size, empty, mv, am, m, shifted):
+def _plain(ctx, s, qb, ebuf, size, empty, mv, am, m, shifted, k0=0):
     """No probability edits: statistics from exponentials ``e`` and the widened product, normalised per row."""
     D, S = ctx.prob.d_head, ctx.prob.n_segments
     if ctx.k_col is None:  # softcap: explicit Σ e·(s - shift)
@@ -322,7 +372,7 @@ def _plain(ctx, s, qb, ebuf, size, empty, mv, am, m, shifted):
         t = s.mul_(e).sum(dim=-1)
     else:
         e = s.exp_()
-    o = torch.bmm(e, ctx.vext[:, : s.shape[-1]])  # [BK, R, W]
+    o = torch.bmm(e, ctx.vext[:, k0 : k0 + s.shape[-1]])  # [BK, R, W]
     l = o[..., ctx.l_col]
     rinv = l.reciprocal().masked_fill_(empty, 0.0)
     logl = l.log()
@@ -359,7 +409,7 @@ def _general(ctx, s, ebuf, i0, nq, kend, empty):
     return p, o, None, e_row, mw, ai, l.log()
 
 
-def _take_rows(rows_out, p4, rinv, prob: Problem, i0: int, nq: int) -> None:
+def _take_rows(rows_out, p4, rinv, prob: Problem, i0: int, nq: int, k0: int = 0) -> None:
     """Copy the requested rows of this query block (``p4 [B, H, nq, kend]``, scaled by ``rinv`` when it holds
     unnormalised exponentials) into ``rows_out [B, NH, NQ, K]``."""
     heads, queries = prob.rows
@@ -370,7 +420,7 @@ def _take_rows(rows_out, p4, rinv, prob: Problem, i0: int, nq: int) -> None:
     vals = p4[bsel[:, None], heads[None, :], qloc]  # [n, NH, kend]
     if rinv is not None:
         vals = vals * rinv.view(p4.shape[:3])[bsel[:, None], heads[None, :], qloc][..., None]
-    rows_out[bsel[:, None], torch.arange(len(heads), device=p4.device)[None, :], qsel[:, None], : p4.shape[-1]] = vals.float()
+    rows_out[bsel[:, None], torch.arange(len(heads), device=p4.device)[None, :], qsel[:, None], k0 : k0 + p4.shape[-1]] = vals.float()
 
 
 def _apply_prob_edits(p5, prob, i0, nq, kend, key_valid, segT, causal, kpos, dev, cd) -> None:
@@ -410,6 +460,8 @@ def _mix(p5, prob, i0, nq, kend, key_valid, causal, kpos, dev, cd) -> None:
     vis = torch.ones(B, 1, 1, nq, kend, dtype=torch.bool, device=dev)
     if causal:
         vis = vis & (kpos[None, :kend] <= qpos[:, None])
+    if prob.window is not None:
+        vis = vis & (kpos[None, :kend] > qpos[:, None] - prob.window)
     if key_valid is not None:
         vis = vis & key_valid[:, None, None, None, :kend]
     if edit.uniform_mix is not None:

@@ -165,7 +165,8 @@ def _check_range(name: str, t: torch.Tensor) -> None:
 
 
 def resolve_edit(edit: Optional[HeadEdit], batch: int, n_heads: int, n_segments: int, *, q_len: int = 0,
-                 k_len: int = 0, causal: bool = True, key_valid: Optional[torch.Tensor] = None) -> ResolvedEdit:
+                 k_len: int = 0, causal: bool = True, key_valid: Optional[torch.Tensor] = None,
+                 window: Optional[int] = None) -> ResolvedEdit:
     """Validate ``edit`` against the batch/head/segment counts, broadcast it per row, drop identity parameters
     and place ``set_rows`` in this call's query coordinates (``q_len`` queries ending at key ``k_len - 1``)."""
     if edit is None:
@@ -184,12 +185,12 @@ def resolve_edit(edit: Optional[HeadEdit], batch: int, n_heads: int, n_segments:
         if not bool(torch.all(t == _IDENTITY[name])):
             out[name] = t
     if edit.set_rows is not None and edit.set_rows.weights.shape[0] > 0:
-        out["override"] = _resolve_override(edit.set_rows, batch, n_heads, q_len, k_len, causal, key_valid)
+        out["override"] = _resolve_override(edit.set_rows, batch, n_heads, q_len, k_len, causal, key_valid, window)
     return ResolvedEdit(**out)
 
 
 def _resolve_override(ov: RowOverride, batch: int, n_heads: int, q_len: int, k_len: int, causal: bool,
-                      key_valid: Optional[torch.Tensor]) -> Optional[ResolvedOverride]:
+                      key_valid: Optional[torch.Tensor], window: Optional[int] = None) -> Optional[ResolvedOverride]:
     b, h, qa = ov.batch.long().cpu(), ov.head.long().cpu(), ov.query.long().cpu()
     if bool(((b < -1) | (b >= batch)).any()) or bool(((h < 0) | (h >= n_heads)).any()):
         raise InputError(f"set_rows names a batch row or head outside [batch={batch}, head_index={n_heads}]")
@@ -211,13 +212,13 @@ def _resolve_override(ov: RowOverride, batch: int, n_heads: int, q_len: int, k_l
     all_b = torch.arange(batch)
     for r in range(len(rows)):  # few rows; a later entry for the same row wins
         index[all_b if rb[r] < 0 else rb[r], rh[r], rq[r] - off] = r
-    _check_visible(wk, index, rq, causal, key_valid)
+    _check_visible(wk, index, rq, causal, key_valid, window)
     wk = wk / wk.sum(1, keepdim=True).clamp_min(1e-300)
     return ResolvedOverride(index=index, weights=wk)
 
 
 def _check_visible(wk: torch.Tensor, index: torch.Tensor, rq: torch.Tensor, causal: bool,
-                   key_valid: Optional[torch.Tensor]) -> None:
+                   key_valid: Optional[torch.Tensor], window: Optional[int] = None) -> None:
     """Every written row must put all its mass on keys its query can see, and sum to 1."""
     K = wk.shape[1]
     kpos = torch.arange(K)
@@ -226,13 +227,15 @@ def _check_visible(wk: torch.Tensor, index: torch.Tensor, rq: torch.Tensor, caus
         vis = torch.ones(K, dtype=torch.bool) if key_valid is None else key_valid[bi].cpu()
         if causal:
             vis = vis & (kpos <= rq[r])
+        if window is not None:
+            vis = vis & (kpos > rq[r] - window)
         if key_valid is not None and not bool(key_valid[bi, rq[r]]):
             raise InputError(f"SetPattern targets query position {int(rq[r])} of batch row {bi}, which is padding")
         hidden = float(wk[r][~vis].sum())
         if hidden > 0:
             raise InputError(
                 f"SetPattern weights put mass {hidden:.3g} on keys that query {int(rq[r])} (batch row {bi}) cannot see "
-                "(causal future or padding); give weight only to visible keys"
+                "(causal future, padding or outside the sliding window); give weight only to visible keys"
             )
         total = float(wk[r].sum())
         if abs(total - 1.0) > SUM_TOL:

@@ -38,6 +38,8 @@ def unsupported_reason(engine: str, prob: Problem, want: frozenset, softcap: Opt
         return f"backend '{name}' cannot give argmax exactly (no kernel identity gives it); {OTHERS}"
     if engine == "flash" and softcap is not None:
         return "backend 'flash' cannot apply a logit softcap (not a bias); use backend='flex' or backend='cpu' (or 'triton' on CUDA)"
+    if engine == "flash" and prob.window is not None:
+        return "backend 'flash' cannot apply a sliding window (a band is not a bias); use backend='flex' or backend='cpu'"
     if edit.segment_redistribute is not None or edit.override is not None or prob.rows is not None:
         what = "segment_redistribute" if edit.segment_redistribute is not None else "set_rows" if edit.override is not None else "rows="
         return f"backend '{name}' does not implement {what}; use backend='cpu' (or 'triton' on CUDA)"
@@ -75,12 +77,19 @@ def attn_stats_flex(
     ent = "entropy" in want
     parts = [v] + ([k] if ent else []) + ([segments.to(v.dtype).transpose(1, 2)[:, None].expand(B, k.shape[1], K, S)]
                                           if segments is not None else [])
-    mask = Mask(offset=off if causal else None, col_valid=key_valid)
+    mask = Mask(offset=off if causal else None, col_valid=key_valid, window=prob.window)
     with torch.no_grad():
         o, L, smax = attend(engine, q, k, torch.cat(parts, -1), mask, scale=scale, softcap=softcap, col_bias=lb,
                             want_max="max_weight" in want)
     o = o.to(f)
     filled = torch.isfinite(L)  # rows with at least one key of nonzero weight
+    sink = r = None
+    if prob.sinks is not None:  # a valueless softmax column: L over keys and sink; the key part scaled by r
+        z = prob.sinks.to(device=dev, dtype=torch.float32)[None, :, None].expand_as(L)
+        L_all = torch.logaddexp(L, z)
+        r = torch.where(filled, torch.exp(L - L_all), 0.0).to(f)
+        sink = torch.exp(z - L_all).to(f)
+        o, L = o * r[..., None], L_all
     out = o[..., :D]
     s_col = D * (2 if ent else 1)
     mass = o[..., s_col : s_col + S] if segments is not None else None  # [B, H, Q, S]
@@ -89,7 +98,9 @@ def attn_stats_flex(
         ps = scale * (q.to(f) * o[..., D : 2 * D]).sum(-1)
         if logg is not None:  # γ = 0 segments carry no mass: their term is 0, not 0·(-inf)
             ps = ps + (mass * logg.to(f).clamp_min(-1e30)[:, :, None, :]).sum(-1)
-        entropy = torch.where(filled, L.to(f) - ps, 0.0)
+        entropy = torch.where(filled, L.to(f) * (1.0 if r is None else r) - ps, 0.0)
+        if sink is not None:
+            entropy = entropy - torch.special.xlogy(sink, sink)
     if smax is not None:
         pmax = torch.where(filled, torch.exp(smax.to(f) - L.to(f)), 0.0)
     km = None
@@ -109,6 +120,7 @@ def attn_stats_flex(
         argmax=None,
         segment_mass=None if mass is None else mass.to(f32),
         key_mass=None if km is None else km.to(f32),
+        sink_mass=None if sink is None else sink.to(f32),
     )
 
 
@@ -127,7 +139,7 @@ def _key_mass(engine, q, k, L, prob: Problem, scale, causal, key_valid, softcap,
     if qv is not None:
         colb = colb.masked_fill(~qv[:, None, :], -torch.inf)
     colb = torch.where(torch.isfinite(L), colb, -torch.inf)  # rows with no weight add nothing
-    mask = Mask(offset=prob.offset if causal else None, reverse=True, row_valid=key_valid)
+    mask = Mask(offset=prob.offset if causal else None, reverse=True, row_valid=key_valid, window=prob.window)
     kq = k.repeat_interleave(G, 1)
     _, lse, _ = attend(engine, kq, q, q[..., :1], mask, scale=scale, softcap=softcap, col_bias=colb, row_bias=lb)
     return torch.exp(lse.double())
@@ -135,11 +147,13 @@ def _key_mass(engine, q, k, L, prob: Problem, scale, causal, key_valid, softcap,
 
 def _visible_prefix(t: torch.Tensor, valid: Optional[torch.Tensor], prob: Problem, causal: bool) -> torch.Tensor:
     """``Σ_{visible keys} t`` for every query: ``t [B, C, K, W]`` -> ``[B, C, Q, W]`` (float64 running sums)."""
-    B, Q, K = prob.batch, prob.q_len, prob.k_len
+    Q, w = prob.q_len, prob.window
     t = t.double() if valid is None else t.double() * valid[:, None, :, None]
     if not causal:
         return t.sum(2, keepdim=True).expand(-1, -1, Q, -1)
-    return t.cumsum(2)[:, :, prob.offset :]
+    c = torch.nn.functional.pad(t.cumsum(2), (0, 0, 1, 0))  # c[p + 1] = Σ_{k <= p}
+    hi = torch.arange(prob.offset, prob.k_len, device=t.device) + 1
+    return c[:, :, hi] - (0.0 if w is None else c[:, :, (hi - w).clamp_min(0)])  # keys in (p - w, p]
 
 
 def _mix(q, k, v, segments, prob: Problem, scale, causal, key_valid, softcap, lb, L, filled, out, mass, km, entropy,
@@ -202,9 +216,12 @@ def _uniform_key_mass(n, key_valid, prob: Problem, causal: bool) -> torch.Tensor
     if qv is not None:
         w = w * qv
     share = (w / n[:, 0].double().clamp_min(1))  # [B, Q]
-    if causal:  # key k is seen by queries at absolute position >= k: a reversed running sum
-        tail = share.flip(1).cumsum(1).flip(1)  # [B, Q]: Σ_{q' >= q}
-        per_key = torch.cat([tail[:, :1].expand(B, off), tail], 1)  # keys before the first query: all queries
+    if causal:  # key k is seen by the queries at absolute positions p with k <= p < k + window
+        c = torch.nn.functional.pad(share.cumsum(1), (1, 0))  # c[i] = Σ_{q < i}
+        kpos = torch.arange(K, device=n.device)
+        lo = (kpos - off).clamp(0, Q)
+        hi = Q if prob.window is None else (kpos - off + prob.window).clamp(0, Q)
+        per_key = c[:, Q : Q + 1] - c[:, lo] if prob.window is None else c[:, hi] - c[:, lo]
     else:
         per_key = share.sum(1, keepdim=True).expand(B, K)
     if key_valid is not None:

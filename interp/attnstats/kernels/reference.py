@@ -36,6 +36,8 @@ def attn_stats_reference(
     vis = torch.ones(B, 1, Q, K, dtype=torch.bool, device=dev)
     if causal:
         vis = vis & (kpos[None, :] <= qpos[:, None])
+    if prob.window is not None:  # band: keys p - window < k <= p
+        vis = vis & (kpos[None, :] > qpos[:, None] - prob.window)
     if key_valid is not None:
         vis = vis & key_valid[:, None, None, :]
 
@@ -48,7 +50,14 @@ def attn_stats_reference(
         s = s + bias[:, :, None, :]
         active = active & (bias[:, :, None, :] > -torch.inf)
     s = s.masked_fill(~active, -torch.inf)
-    lse = torch.logsumexp(s, dim=-1)  # -inf for rows with no active key
+    sink = None
+    if prob.sinks is not None:  # one more softmax column per head: mass, no value (GPT-OSS s_aux)
+        z = prob.sinks.to(dev)[None, :, None, None].expand(B, H, Q, 1)
+        s_ext = torch.cat([s, z], dim=-1)
+        lse = torch.logsumexp(s_ext, dim=-1)
+        sink = torch.exp(z[..., 0] - lse)  # [B, H, Q]
+    else:
+        lse = torch.logsumexp(s, dim=-1)  # -inf for rows with no active key
     A = torch.where(active, torch.exp(s - lse[..., None]), torch.zeros((), dtype=f64, device=dev))
 
     if edit.segment_redistribute is not None:  # 2. ACT: segment mass m -> beta*m
@@ -82,6 +91,8 @@ def attn_stats_reference(
         A = torch.where((idx >= 0)[..., None], W[idx.clamp_min(0)], A)
 
     entropy = -torch.special.xlogy(A, A).sum(-1)
+    if sink is not None:  # entropy of the distribution the model uses: the sink column is one of its outcomes
+        entropy = entropy - torch.special.xlogy(sink, sink)
     max_weight, argmax = A.max(-1)
     argmax = torch.where(max_weight > 0, argmax, torch.full_like(argmax, -1))
     out = A @ vd
@@ -108,4 +119,5 @@ def attn_stats_reference(
         segment_mass=None if seg_mass is None else seg_mass.to(f32),
         key_mass=None if kmass is None else kmass.to(f32),
         rows=sel,
+        sink_mass=None if sink is None else sink.to(f32),
     )
