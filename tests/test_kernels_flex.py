@@ -227,3 +227,21 @@ def test_windows_and_sinks_match_reference(engine, case):
     assert (got.sink_mass is None) == (not sinks)
     if sinks:
         torch.testing.assert_close(got.sink_mass, ref.sink_mass, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_gpu_table_smoke_run():
+    """`make gpu-check`'s table runs its code end to end on the CPU (tiny sizes), so it does not break on first GPU
+    contact; and refuses bad arguments in one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_table.py"
+    out = subprocess.run([sys.executable, str(script), "--smoke", "--reps", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [l for l in out.stdout.splitlines() if l.strip().startswith("float32")]
+    assert [l.split("|")[1].strip() for l in lines] == ["layer", "layer+km", "model"], out.stdout
+    assert all(l.split("|")[8].strip() in ("1.3×", "2.5×") for l in lines)
+    bad = subprocess.run([sys.executable, str(script), "--n", "2"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--n" in bad.stderr

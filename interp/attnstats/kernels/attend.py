@@ -23,6 +23,7 @@ max_s [.., M] or None)``. Rows with no visible column: output 0, lse -inf. Engin
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -101,7 +102,7 @@ def _compiled_flex():
 
 
 def _flex(q, k, v, mask, scale, softcap, col_bias, row_bias, want_max):
-    from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import AuxRequest, flex_attention
 
     B, H, M, _ = q.shape
     N = k.shape[2]
@@ -127,12 +128,32 @@ def _flex(q, k, v, mask, scale, softcap, col_bias, row_bias, want_max):
             score = score + rb[b, h, i]
         return score
 
-    block_mask = create_block_mask(mask_mod, B, None, M, N, device=q.device)
+    block_mask = _block_mask(mask, mask_mod, B, M, N, q.device)
     run = _compiled_flex() if q.is_cuda else flex_attention
     mods = dict(score_mod=score_mod) if (softcap is not None or cb is not None or rb is not None) else {}
     out, aux = run(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != H,
                    return_aux=AuxRequest(lse=True, max_scores=bool(want_max)), **mods)
     return out, aux.lse.float(), aux.max_scores.float() if want_max else None
+
+
+_MASKS: dict = {}  # a forward's layers share their block masks: (shape, mask) -> (weakrefs of its tensors, mask)
+
+
+def _block_mask(mask: Mask, mask_mod, B: int, M: int, N: int, device):
+    """``create_block_mask``, reused while the same mask tensors (same objects, unchanged) come back."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    ts = (mask.col_valid, mask.row_valid)
+    key = (B, M, N, mask.offset, mask.reverse, mask.window, str(device),
+           *((id(t), t._version) if t is not None else None for t in ts))
+    hit = _MASKS.get(key)
+    if hit is not None and all((r is None and t is None) or (r is not None and r() is t) for r, t in zip(hit[0], ts)):
+        return hit[1]
+    if len(_MASKS) >= 16:
+        _MASKS.clear()
+    bm = create_block_mask(mask_mod, B, None, M, N, device=device)
+    _MASKS[key] = (tuple(None if t is None else weakref.ref(t) for t in ts), bm)
+    return bm
 
 
 def neg(dtype: torch.dtype) -> float:
