@@ -18,7 +18,7 @@ from test_kernels import BAND_CASES, CASES, CASES_CPU_ONLY, EDITS, _draw, _kw
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 ENGINES = ["dense", "flex", "flash"]
-NOT_IMPLEMENTED = {"redistribute", "all", "per_row", "set_rows"}  # segment_redistribute / set_rows: refused
+NOT_IMPLEMENTED = {"redistribute", "all", "per_row"}  # segment_redistribute: refused
 NAMES = ("out", "lse", "entropy", "max_weight", "segment_mass", "key_mass")
 
 
@@ -245,3 +245,28 @@ def test_gpu_table_smoke_run():
     assert all(l.split("|")[8].strip() in ("1.3×", "2.5×") for l in lines)
     bad = subprocess.run([sys.executable, str(script), "--n", "2"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--n" in bad.stderr
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rows_and_set_rows_match_reference(engine):
+    """``rows=`` and SetPattern rows are recomputed from their scores and L (few rows): exact under mixes,
+    segment scaling and GQA; the written rows' key mass replaces the rows they overwrite."""
+    from interp.attnstats.kernels.edits import RowOverride
+
+    case = CASES[1]  # 17 queries, 6 heads over 2 kv heads
+    q, k, v, _, seg = _draw(case[0], *case[1:7], case[8])
+    ov = RowOverride(torch.tensor([-1, 2]), torch.tensor([1, 4]), torch.tensor([0, 3]),
+                     torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4]]))
+    edit = HeadEdit(identity_mix=0.3, uniform_mix=0.2, segment_scale=[[0.0, 2.0]] * 6, out_scale=2.0, set_rows=ov)
+    rows = (torch.tensor([1, 4, 5]), torch.tensor([[0, 3, 16], [3, 3, 9], [1, 2, 3]]))
+    kw = dict(scale=0.3, causal=True, key_valid=None, segments=seg, key_mass=True, softcap=None, edit=edit)
+    ref = attn_stats_kernel(q, k, v, backend="reference", rows=rows, **kw)
+    want = {"lse"} | ({"max_weight"} if engine == "dense" else set())
+    if engine == "dense":
+        prob = validate(q, k, v, scale=0.3, key_valid=None, segments=seg, softcap=None, edit=edit, backend="auto", rows=rows)
+        got = attn_stats_flex(q, k, v, prob, engine="dense", want=frozenset(want),
+                              **{n: kw[n] for n in ("scale", "causal", "key_valid", "segments", "key_mass", "softcap")})
+    else:
+        got = attn_stats_kernel(q, k, v, backend=engine, stats=tuple(want), rows=rows, **kw)
+    _check(ref, got, want)
+    torch.testing.assert_close(got.rows, ref.rows, atol=1e-6, rtol=0)

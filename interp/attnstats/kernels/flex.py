@@ -14,8 +14,9 @@ Edits: ``segment_scale`` is a logit bias; ``out_scale`` scales the output; ``uni
 are exact output-space corrections, ``out' = (1-u₂)((1-u₁)PV + u₁·mean_visible(V)) + u₂·V_own`` (the same for
 segment and key masses, and ``max_weight' = max((1-u₂)((1-u₁)p_max + u₁/n), (1-u₂)((1-u₁)p_own + u₁/n) + u₂)``).
 Entropy under ``identity_mix`` alone is exact from ``p_own``; under ``uniform_mix`` it is not a function of these
-moments. What no identity gives exactly -- argmax, entropy under a softcap or a uniform mix, ``segment_redistribute``,
-``set_rows``, attention ``rows`` -- is refused (:func:`unsupported_reason`) with one line naming the backends that
+moments. ``set_rows`` (SetPattern) and ``rows=`` recompute their few rows from the scores and ``L``. What no
+identity gives exactly -- argmax, entropy under a softcap or a uniform mix, ``segment_redistribute`` (its factors
+depend on each row's segment mass) -- is refused (:func:`unsupported_reason`) with one line naming the backends that
 compute it (``cpu``, ``triton``). With fp16/bf16 inputs the widened output ``P·K`` is rounded to the input dtype
 by the kernel, so the entropy carries an error up to about ``2^-8·scale·|q|·|P K|`` (``make gpu-check`` prints it).
 """
@@ -40,9 +41,8 @@ def unsupported_reason(engine: str, prob: Problem, want: frozenset, softcap: Opt
         return "backend 'flash' cannot apply a logit softcap (not a bias); use backend='flex' or backend='cpu' (or 'triton' on CUDA)"
     if engine == "flash" and prob.window is not None:
         return "backend 'flash' cannot apply a sliding window (a band is not a bias); use backend='flex' or backend='cpu'"
-    if edit.segment_redistribute is not None or edit.override is not None or prob.rows is not None:
-        what = "segment_redistribute" if edit.segment_redistribute is not None else "set_rows" if edit.override is not None else "rows="
-        return f"backend '{name}' does not implement {what}; use backend='cpu' (or 'triton' on CUDA)"
+    if edit.segment_redistribute is not None:
+        return f"backend '{name}' does not implement segment_redistribute; use backend='cpu' (or 'triton' on CUDA)"
     if "max_weight" in want and not max_supported(engine, q.device):
         where = "FlexAttention returns row max scores only on CUDA" if engine == "flex" else "the flash operator returns no row max"
         return f"backend '{name}' cannot give max_weight here ({where}); {OTHERS}"
@@ -109,6 +109,16 @@ def attn_stats_flex(
     if edit.uniform_mix is not None or edit.identity_mix is not None:
         out, mass, km, entropy, pmax = _mix(q, k, v, segments, prob, scale, causal, key_valid, softcap, lb, L,
                                             filled, out, mass, km, entropy, pmax, f)
+    rows = None
+    if edit.override is not None or prob.rows is not None:
+        ctx = (q, k, prob, scale, causal, key_valid, softcap, lb, L)
+        if edit.override is not None:
+            out, mass, km, entropy, pmax = _override(ctx, v, segments, out, mass, km, entropy, pmax, f)
+        if prob.rows is not None:
+            heads, queries = prob.rows
+            bi = torch.arange(B, device=dev)[:, None, None].expand(B, len(heads), queries.shape[1])
+            rows = _rows(ctx, bi.reshape(-1), heads[None, :, None].expand_as(bi).reshape(-1),
+                         queries[:, None, :].expand_as(bi).reshape(-1)).view(*bi.shape, K).float()
     if edit.out_scale is not None:
         out = out * edit.out_scale.to(device=dev, dtype=f)[:, :, None, None]
     f32 = torch.float32
@@ -121,7 +131,65 @@ def attn_stats_flex(
         segment_mass=None if mass is None else mass.to(f32),
         key_mass=None if km is None else km.to(f32),
         sink_mass=None if sink is None else sink.to(f32),
+        rows=rows,
     )
+
+
+def _rows(ctx, b, h, qi, override: bool = True) -> torch.Tensor:
+    """The final attention rows ``[R, key_pos]`` (float64) of the few (batch, head, query) triples given,
+    recomputed from their scores and ``L``: SetPattern rows and ``rows=`` cost O(R·key_pos·d_head)."""
+    q, k, prob, scale, causal, key_valid, softcap, lb, L = ctx
+    edit, K, off = prob.edit, prob.k_len, prob.offset
+    s = scale * torch.einsum("rd,rkd->rk", q[b, h, qi].double(), k[b, h // prob.group].double())
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
+    if lb is not None:
+        s = s + lb[b, h].double()
+    kpos = torch.arange(K, device=q.device)
+    vis = Mask(offset=off if causal else None, window=prob.window).pair(qi[:, None], kpos[None, :])
+    vis = vis.expand(len(qi), K)
+    if key_valid is not None:
+        vis = vis & key_valid[b]
+    A = torch.where(vis & (s > -torch.inf), torch.exp(s - L[b, h, qi].double()[:, None]), 0.0)
+    if edit.uniform_mix is not None:
+        u, n = edit.uniform_mix.to(q.device)[b, h][:, None], vis.sum(-1, keepdim=True)
+        A = torch.where(n > 0, (1 - u) * A + u * vis / n.clamp_min(1), A)
+    if edit.identity_mix is not None:
+        u, own = edit.identity_mix.to(q.device)[b, h][:, None], kpos[None, :] == (qi + off)[:, None]
+        A = torch.where((vis & own).any(-1, keepdim=True), (1 - u) * A + u * own, A)
+    if override and edit.override is not None:
+        idx = edit.override.index.to(q.device)[b, h, qi]
+        A = torch.where((idx >= 0)[:, None], edit.override.weights.to(q.device)[idx.clamp_min(0)], A)
+    return A
+
+
+def _override(ctx, v, segments, out, mass, km, entropy, pmax, f):
+    """SetPattern: the written rows' output and statistics from their weights ``W``; key mass gains
+    ``w_q·(W - A)`` for each written row ``A`` it replaces."""
+    q, prob, key_valid = ctx[0], ctx[2], ctx[5]
+    ov = prob.edit.override
+    b, h, qi = (ov.index.to(q.device) >= 0).nonzero(as_tuple=True)
+    if len(b) == 0:
+        return out, mass, km, entropy, pmax
+    W = ov.weights.to(q.device)[ov.index.to(q.device)[b, h, qi]]  # [R, K] float64
+    out = out.clone()
+    out[b, h, qi] = torch.einsum("rk,rkd->rd", W, v[b, h // prob.group].double()).to(f)
+    if mass is not None:
+        mass = mass.clone()
+        mass[b, h, qi] = torch.einsum("rk,rsk->rs", W, segments.double()[b]).to(f)
+    if entropy is not None:
+        entropy = entropy.clone()
+        entropy[b, h, qi] = (-torch.special.xlogy(W, W).sum(-1)).to(f)
+    if pmax is not None:
+        pmax = pmax.clone()
+        pmax[b, h, qi] = W.max(-1).values.to(f)
+    if km is not None:
+        qv = query_valid(key_valid, prob.q_len, prob.k_len)
+        w = torch.ones(len(b), dtype=torch.float64, device=q.device) if qv is None else qv[b, qi].double()
+        km = km.clone().double()
+        km.index_put_((b, h), w[:, None] * (W - _rows(ctx, b, h, qi, override=False)), accumulate=True)
+        km = km.to(f)
+    return out, mass, km, entropy, pmax
 
 
 def _seg_bias(logg: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
@@ -162,7 +230,7 @@ def _mix(q, k, v, segments, prob: Problem, scale, causal, key_valid, softcap, lb
     B, H, Q, K, G, off = prob.batch, prob.n_heads, prob.q_len, prob.k_len, prob.group, prob.offset
     edit, dev = prob.edit, q.device
     ones = torch.ones(B, 1, K, 1, dtype=f, device=dev)
-    n = _visible_prefix(ones, key_valid, prob, causal)[:, :, :, 0]  # [B, 1, Q] visible keys per query
+    n = _visible_prefix(ones, key_valid, prob, causal)[:, :, :, 0].to(f)  # [B, 1, Q] visible keys per query
     has = n > 0
     t = filled.to(f)  # total unmixed mass of the row (0 or 1)
     u1 = edit.uniform_mix.to(device=dev, dtype=f)[:, :, None] if edit.uniform_mix is not None else None  # [B, H, 1]
