@@ -18,7 +18,7 @@ from test_kernels import BAND_CASES, CASES, CASES_CPU_ONLY, EDITS, _draw, _kw
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 ENGINES = ["dense", "flex", "flash"]
-NOT_IMPLEMENTED = {"redistribute", "all", "per_row"}  # segment_redistribute: refused
+NOT_IMPLEMENTED = set()  # every edit has an exact identity
 NAMES = ("out", "lse", "entropy", "max_weight", "segment_mass", "key_mass")
 
 
@@ -30,9 +30,9 @@ def _expected(engine, case, edit_name):
     if edit_name in NOT_IMPLEMENTED or (engine == "flash" and softcap is not None):
         return None, set()
     refused = {"argmax"}
-    if engine != "dense":  # on a CPU only the dense engine returns the row max
-        refused.add("max_weight")
-    if softcap is not None or edit_name == "mix":  # softcap: scores not bilinear; uniform mix: no identity
+    if engine != "dense" or edit_name in ("redistribute", "all", "per_row"):  # on a CPU only the dense engine
+        refused.add("max_weight")  # returns the row max; under redistribute no per-class max
+    if softcap is not None or edit_name in ("mix", "all", "per_row"):  # softcap: scores not bilinear; uniform mix
         refused.add("entropy")
     return {"lse", "entropy", "max_weight"} - refused, refused
 
@@ -250,18 +250,19 @@ def test_gpu_table_smoke_run():
 @pytest.mark.parametrize("engine", ENGINES)
 def test_rows_and_set_rows_match_reference(engine):
     """``rows=`` and SetPattern rows are recomputed from their scores and L (few rows): exact under mixes,
-    segment scaling and GQA; the written rows' key mass replaces the rows they overwrite."""
+    segment scaling, redistribution and GQA; the written rows' key mass replaces the rows they overwrite."""
     from interp.attnstats.kernels.edits import RowOverride
 
     case = CASES[1]  # 17 queries, 6 heads over 2 kv heads
     q, k, v, _, seg = _draw(case[0], *case[1:7], case[8])
     ov = RowOverride(torch.tensor([-1, 2]), torch.tensor([1, 4]), torch.tensor([0, 3]),
                      torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4]]))
-    edit = HeadEdit(identity_mix=0.3, uniform_mix=0.2, segment_scale=[[0.0, 2.0]] * 6, out_scale=2.0, set_rows=ov)
+    edit = HeadEdit(identity_mix=0.3, uniform_mix=0.2, segment_scale=[[0.0, 2.0]] * 6, out_scale=2.0, set_rows=ov,
+                    segment_redistribute=[[0.4, 1.5]] * 6)
     rows = (torch.tensor([1, 4, 5]), torch.tensor([[0, 3, 16], [3, 3, 9], [1, 2, 3]]))
     kw = dict(scale=0.3, causal=True, key_valid=None, segments=seg, key_mass=True, softcap=None, edit=edit)
     ref = attn_stats_kernel(q, k, v, backend="reference", rows=rows, **kw)
-    want = {"lse"} | ({"max_weight"} if engine == "dense" else set())
+    want = {"lse"}
     if engine == "dense":
         prob = validate(q, k, v, scale=0.3, key_valid=None, segments=seg, softcap=None, edit=edit, backend="auto", rows=rows)
         got = attn_stats_flex(q, k, v, prob, engine="dense", want=frozenset(want),

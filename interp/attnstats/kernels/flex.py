@@ -14,10 +14,12 @@ Edits: ``segment_scale`` is a logit bias; ``out_scale`` scales the output; ``uni
 are exact output-space corrections, ``out' = (1-u₂)((1-u₁)PV + u₁·mean_visible(V)) + u₂·V_own`` (the same for
 segment and key masses, and ``max_weight' = max((1-u₂)((1-u₁)p_max + u₁/n), (1-u₂)((1-u₁)p_own + u₁/n) + u₂)``).
 Entropy under ``identity_mix`` alone is exact from ``p_own``; under ``uniform_mix`` it is not a function of these
-moments. ``set_rows`` (SetPattern) and ``rows=`` recompute their few rows from the scores and ``L``. What no
-identity gives exactly -- argmax, entropy under a softcap or a uniform mix, ``segment_redistribute`` (its factors
-depend on each row's segment mass) -- is refused (:func:`unsupported_reason`) with one line naming the backends that
-compute it (``cpu``, ``triton``). With fp16/bf16 inputs the widened output ``P·K`` is rounded to the input dtype
+moments. ``segment_redistribute`` scales each segment-membership class ``c`` of keys by a row factor ``F_c`` that
+the specification's rule computes from the class masses, so one pass with ``[V·1_c | K·1_c | 1_c]`` per class gives
+the output, masses and entropy, and one reversed call per class the key mass (no per-class row max: no max_weight).
+``set_rows`` (SetPattern) and ``rows=`` recompute their few rows from the scores and ``L``. What no identity gives
+exactly -- argmax, entropy under a softcap or a uniform mix, max_weight under redistribution -- is refused
+(:func:`unsupported_reason`) with one line naming the backends that compute it (``cpu``, ``triton``). With fp16/bf16 inputs the widened output ``P·K`` is rounded to the input dtype
 by the kernel, so the entropy carries an error up to about ``2^-8·scale·|q|·|P K|`` (``make gpu-check`` prints it).
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from ._common import KernelStats, Problem, query_valid
 from .attend import Mask, attend, max_supported
+from .edits import ACT_EMPTY
 
 OTHERS = "use backend='cpu' (or 'triton' on CUDA), or leave it out of stats="
 
@@ -41,8 +44,8 @@ def unsupported_reason(engine: str, prob: Problem, want: frozenset, softcap: Opt
         return "backend 'flash' cannot apply a logit softcap (not a bias); use backend='flex' or backend='cpu' (or 'triton' on CUDA)"
     if engine == "flash" and prob.window is not None:
         return "backend 'flash' cannot apply a sliding window (a band is not a bias); use backend='flex' or backend='cpu'"
-    if edit.segment_redistribute is not None:
-        return f"backend '{name}' does not implement segment_redistribute; use backend='cpu' (or 'triton' on CUDA)"
+    if "max_weight" in want and edit.segment_redistribute is not None:
+        return f"backend '{name}' cannot give max_weight exactly under segment_redistribute (no per-class row max); {OTHERS}"
     if "max_weight" in want and not max_supported(engine, q.device):
         where = "FlexAttention returns row max scores only on CUDA" if engine == "flex" else "the flash operator returns no row max"
         return f"backend '{name}' cannot give max_weight here ({where}); {OTHERS}"
@@ -75,8 +78,16 @@ def attn_stats_flex(
     logg = None if edit.segment_scale is None else edit.log_gamma().to(dev)  # [B, H, S], -inf where γ = 0
     lb = None if logg is None else _seg_bias(logg, segments)  # [B, H, K] logit bias on segment keys
     ent = "entropy" in want
-    parts = [v] + ([k] if ent else []) + ([segments.to(v.dtype).transpose(1, 2)[:, None].expand(B, k.shape[1], K, S)]
-                                          if segments is not None else [])
+    red = edit.segment_redistribute is not None
+    if red:  # one group of columns per segment-membership class c: [V·1_c | K·1_c | 1_c]
+        cls, pat = _classes(segments)  # [B, K] class of each key, [C, S] membership of each class
+        C = pat.shape[0]
+        oh = torch.nn.functional.one_hot(cls, C).to(v.dtype)[:, None, :, :, None]  # [B, 1, K, C, 1]
+        wide = lambda t: (t[:, :, :, None, :] * oh).flatten(3)  # noqa: E731  [B, KV, K, C*D]
+        parts = [wide(v)] + ([wide(k)] if ent else []) + [oh[..., 0].expand(B, k.shape[1], K, C)]
+    else:
+        parts = [v] + ([k] if ent else []) + ([segments.to(v.dtype).transpose(1, 2)[:, None].expand(B, k.shape[1], K, S)]
+                                              if segments is not None else [])
     mask = Mask(offset=off if causal else None, col_valid=key_valid, window=prob.window)
     with torch.no_grad():
         o, L, smax = attend(engine, q, k, torch.cat(parts, -1), mask, scale=scale, softcap=softcap, col_bias=lb,
@@ -90,11 +101,14 @@ def attn_stats_flex(
         r = torch.where(filled, torch.exp(L - L_all), 0.0).to(f)
         sink = torch.exp(z - L_all).to(f)
         o, L = o * r[..., None], L_all
-    out = o[..., :D]
-    s_col = D * (2 if ent else 1)
-    mass = o[..., s_col : s_col + S] if segments is not None else None  # [B, H, Q, S]
-    entropy = pmax = None
-    if ent:  # H(P) = L - Σ p·s
+    entropy = pmax = logF = None
+    if red:
+        out, mass, entropy, logF = _act(o, q, L, filled, scale, logg, pat, edit.segment_redistribute.to(dev), ent, D, f)
+    else:
+        out = o[..., :D]
+        s_col = D * (2 if ent else 1)
+        mass = o[..., s_col : s_col + S] if segments is not None else None  # [B, H, Q, S]
+    if ent and not red:  # H(P) = L - Σ p·s
         ps = scale * (q.to(f) * o[..., D : 2 * D]).sum(-1)
         if logg is not None:  # γ = 0 segments carry no mass: their term is 0, not 0·(-inf)
             ps = ps + (mass * logg.to(f).clamp_min(-1e30)[:, :, None, :]).sum(-1)
@@ -105,13 +119,18 @@ def attn_stats_flex(
         pmax = torch.where(filled, torch.exp(smax.to(f) - L.to(f)), 0.0)
     km = None
     if key_mass:
-        km = _key_mass(engine, q, k, L, prob, scale, causal, key_valid, softcap, lb).to(f)
+        if red:  # one reversed call per class, with the class's factor folded into the bias; each key takes its class's
+            km = torch.stack([_key_mass(engine, q, k, L, prob, scale, causal, key_valid, softcap, lb, logF[..., c])
+                              for c in range(logF.shape[-1])], -1).gather(-1, cls[:, None, :, None].expand(B, H, K, 1))[..., 0].to(f)
+        else:
+            km = _key_mass(engine, q, k, L, prob, scale, causal, key_valid, softcap, lb).to(f)
     if edit.uniform_mix is not None or edit.identity_mix is not None:
+        own_f = None if logF is None else torch.exp(logF.gather(-1, cls[:, None, off:, None].expand(B, H, Q, 1))[..., 0])
         out, mass, km, entropy, pmax = _mix(q, k, v, segments, prob, scale, causal, key_valid, softcap, lb, L,
-                                            filled, out, mass, km, entropy, pmax, f)
+                                            filled, out, mass, km, entropy, pmax, f, own_f)
     rows = None
     if edit.override is not None or prob.rows is not None:
-        ctx = (q, k, prob, scale, causal, key_valid, softcap, lb, L)
+        ctx = (q, k, prob, scale, causal, key_valid, softcap, lb, L, segments)
         if edit.override is not None:
             out, mass, km, entropy, pmax = _override(ctx, v, segments, out, mass, km, entropy, pmax, f)
         if prob.rows is not None:
@@ -138,7 +157,7 @@ def attn_stats_flex(
 def _rows(ctx, b, h, qi, override: bool = True) -> torch.Tensor:
     """The final attention rows ``[R, key_pos]`` (float64) of the few (batch, head, query) triples given,
     recomputed from their scores and ``L``: SetPattern rows and ``rows=`` cost O(R·key_pos·d_head)."""
-    q, k, prob, scale, causal, key_valid, softcap, lb, L = ctx
+    q, k, prob, scale, causal, key_valid, softcap, lb, L, segments = ctx
     edit, K, off = prob.edit, prob.k_len, prob.offset
     s = scale * torch.einsum("rd,rkd->rk", q[b, h, qi].double(), k[b, h // prob.group].double())
     if softcap is not None:
@@ -151,6 +170,16 @@ def _rows(ctx, b, h, qi, override: bool = True) -> torch.Tensor:
     if key_valid is not None:
         vis = vis & key_valid[b]
     A = torch.where(vis & (s > -torch.inf), torch.exp(s - L[b, h, qi].double()[:, None]), 0.0)
+    if edit.segment_redistribute is not None:  # the specification's sequential rule, on these rows
+        beta, seg = edit.segment_redistribute.to(q.device)[b, h], segments.double()[b]  # [R, S], [R, S, K]
+        for si in range(prob.n_segments):
+            sg = seg[:, si]
+            m, mo = (A * sg).sum(-1, keepdim=True), (A * (1 - sg)).sum(-1, keepdim=True)
+            m_new = torch.minimum(beta[:, si : si + 1] * m, m + mo)
+            keep = mo <= ACT_EMPTY
+            f_in = torch.where(keep | (m <= 0), 1.0, m_new / m.clamp_min(1e-300))
+            f_out = torch.where(keep, 1.0, (m + mo - m_new) / mo.clamp_min(1e-300))
+            A = A * torch.where(sg > 0, f_in, f_out)
     if edit.uniform_mix is not None:
         u, n = edit.uniform_mix.to(q.device)[b, h][:, None], vis.sum(-1, keepdim=True)
         A = torch.where(n > 0, (1 - u) * A + u * vis / n.clamp_min(1), A)
@@ -198,12 +227,12 @@ def _seg_bias(logg: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
     return terms.sum(2)
 
 
-def _key_mass(engine, q, k, L, prob: Problem, scale, causal, key_valid, softcap, lb) -> torch.Tensor:
-    """``Σ_q w_q p_qk [B, H, K]`` as a reversed attention: key ``k`` (as a query) over the queries that see it,
-    each with the bias ``log w_q - L_q``; the answer is ``exp`` of that call's lse."""
+def _key_mass(engine, q, k, L, prob: Problem, scale, causal, key_valid, softcap, lb, log_factor=None) -> torch.Tensor:
+    """``Σ_q w_q f_q p_qk [B, H, K]`` as a reversed attention: key ``k`` (as a query) over the queries that see it,
+    each with the bias ``log w_q + log f_q - L_q``; the answer is ``exp`` of that call's lse."""
     B, H, Q, G = prob.batch, prob.n_heads, prob.q_len, prob.group
     qv = query_valid(key_valid, Q, prob.k_len)
-    colb = -L.double()
+    colb = -L.double() + (0.0 if log_factor is None else log_factor)
     if qv is not None:
         colb = colb.masked_fill(~qv[:, None, :], -torch.inf)
     colb = torch.where(torch.isfinite(L), colb, -torch.inf)  # rows with no weight add nothing
@@ -225,7 +254,7 @@ def _visible_prefix(t: torch.Tensor, valid: Optional[torch.Tensor], prob: Proble
 
 
 def _mix(q, k, v, segments, prob: Problem, scale, causal, key_valid, softcap, lb, L, filled, out, mass, km, entropy,
-         pmax, f):
+         pmax, f, own_f=None):
     """Uniform then identity mix, as exact corrections of the unmixed output and statistics."""
     B, H, Q, K, G, off = prob.batch, prob.n_heads, prob.q_len, prob.k_len, prob.group, prob.offset
     edit, dev = prob.edit, q.device
@@ -244,6 +273,8 @@ def _mix(q, k, v, segments, prob: Problem, scale, causal, key_valid, softcap, lb
         if lb is not None:
             s_own = s_own + lb[:, :, off:]
         p_own = torch.where(filled & own_vis, torch.exp(s_own - L.double()), 0.0).to(f)
+        if own_f is not None:  # after segment_redistribute: the own key's class factor
+            p_own = p_own * own_f.to(f)
     if u1 is not None:  # A1 = (1-u1) A + u1 U over the n visible keys
         a, b = torch.where(has, 1 - u1, 1.0), torch.where(has, u1 / n.clamp_min(1), 0.0)  # A1 = a·A + b·[visible]
         out = a[..., None] * out + b[..., None] * _visible_prefix(v, key_valid, prob, causal).repeat_interleave(G, 1).to(f)
@@ -274,6 +305,46 @@ def _mix(q, k, v, segments, prob: Problem, scale, causal, key_valid, softcap, lb
             km[:, :, off:] = (1 - u2) * km[:, :, off:] + u2 * w[:, None, :]
             km[:, :, :off] = (1 - u2) * km[:, :, :off]
     return out, mass, km, entropy, pmax
+
+
+def _classes(segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segment-membership classes: ``[B, K]`` class index of every key and ``[C, S]`` 0/1 membership of each."""
+    S = segments.shape[1]
+    code = (segments.round().long() << torch.arange(S, device=segments.device)[None, :, None]).sum(1)  # [B, K]
+    codes, cls = torch.unique(code, return_inverse=True)
+    pat = ((codes[:, None] >> torch.arange(S, device=segments.device)[None, :]) & 1).double()
+    return cls, pat
+
+
+def _act(o, q, L, filled, scale, logg, pat, beta, ent, D, f):
+    """``segment_redistribute`` on class masses: each class ``c`` ends with a factor ``F_c`` of its unmixed
+    weights (the specification's rule, segment by segment), so ``out = Σ_c F_c·P(V·1_c)``, masses ``Σ_c F_c M_c``
+    and ``H = L·Σ F_c M_c - Σ M_c·F_c log F_c - Σ F_c (scale·q·P(K·1_c) + bias_c M_c)``. Returns out, segment
+    masses, entropy (None unless ``ent``) and ``log F [B, H, Q, C]``."""
+    B, H, Q = L.shape
+    C, S = pat.shape
+    M0 = o[..., -C:].double()  # [B, H, Q, C] unmixed class masses
+    M, F = M0.clone(), torch.ones_like(M0)
+    for si in range(S):
+        ins = pat[:, si] > 0  # [C]
+        m, mo = M[..., ins].sum(-1, keepdim=True), M[..., ~ins].sum(-1, keepdim=True)
+        m_new = torch.minimum(beta[:, :, None, si : si + 1] * m, m + mo)
+        keep = mo <= ACT_EMPTY
+        f_in = torch.where(keep | (m <= 0), 1.0, m_new / m.clamp_min(1e-300))
+        f_out = torch.where(keep, 1.0, (m + mo - m_new) / mo.clamp_min(1e-300))
+        fac = torch.where(ins, f_in, f_out)
+        M, F = M * fac, F * fac
+    out = (F[..., None].to(f) * o[..., : C * D].view(B, H, Q, C, D)).sum(-2)
+    mass = (M @ pat).to(f)
+    entropy = None
+    if ent:
+        ps = scale * (q.double()[..., None, :] * o[..., C * D : 2 * C * D].view(B, H, Q, C, D).double()).sum(-1)  # [B, H, Q, C]
+        if logg is not None:
+            ps = ps + (logg.double().clamp_min(-1e30) @ pat.T)[:, :, None, :] * M0  # bias is constant on a class
+        Lf = torch.where(filled, L.double(), 0.0)
+        entropy = (Lf * M.sum(-1) - (M0 * torch.special.xlogy(F, F)).sum(-1) - (F * ps).sum(-1)).to(f)
+        entropy = torch.where(filled, entropy, 0.0)
+    return out, mass, entropy, torch.log(F)
 
 
 def _uniform_key_mass(n, key_valid, prob: Problem, causal: bool) -> torch.Tensor:
