@@ -88,6 +88,9 @@ def attn_stats_flex(
     else:
         parts = [v] + ([k] if ent else []) + ([segments.to(v.dtype).transpose(1, 2)[:, None].expand(B, k.shape[1], K, S)]
                                               if segments is not None else [])
+    width = sum(t.shape[-1] for t in parts)
+    if width % 16:  # GPU kernels tile head dims in multiples of 16
+        parts.append(torch.zeros(*parts[0].shape[:3], -width % 16, dtype=v.dtype, device=dev))
     mask = Mask(offset=off if causal else None, col_valid=key_valid, window=prob.window)
     with torch.no_grad():
         o, L, smax = attend(engine, q, k, torch.cat(parts, -1), mask, scale=scale, softcap=softcap, col_bias=lb,
@@ -238,7 +241,8 @@ def _key_mass(engine, q, k, L, prob: Problem, scale, causal, key_valid, softcap,
     colb = torch.where(torch.isfinite(L), colb, -torch.inf)  # rows with no weight add nothing
     mask = Mask(offset=prob.offset if causal else None, reverse=True, row_valid=key_valid, window=prob.window)
     kq = k.repeat_interleave(G, 1)
-    _, lse, _ = attend(engine, kq, q, q[..., :1], mask, scale=scale, softcap=softcap, col_bias=colb, row_bias=lb)
+    # only the lse is used; the value keeps 16 columns, a width GPU tiles take
+    _, lse, _ = attend(engine, kq, q, q[..., :16], mask, scale=scale, softcap=softcap, col_bias=colb, row_bias=lb)
     return torch.exp(lse.double())
 
 
@@ -323,7 +327,8 @@ def _act(o, q, L, filled, scale, logg, pat, beta, ent, D, f):
     masses, entropy (None unless ``ent``) and ``log F [B, H, Q, C]``."""
     B, H, Q = L.shape
     C, S = pat.shape
-    M0 = o[..., -C:].double()  # [B, H, Q, C] unmixed class masses
+    mc = C * D * (2 if ent else 1)
+    M0 = o[..., mc : mc + C].double()  # [B, H, Q, C] unmixed class masses
     M, F = M0.clone(), torch.ones_like(M0)
     for si in range(S):
         ins = pat[:, si] > 0  # [C]
