@@ -271,3 +271,22 @@ def test_rows_and_set_rows_match_reference(engine):
         got = attn_stats_kernel(q, k, v, backend=engine, stats=tuple(want), rows=rows, **kw)
     _check(ref, got, want)
     torch.testing.assert_close(got.rows, ref.rows, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("engine", ["flex", "flash"])
+def test_half_inputs_within_the_stated_bound(engine, dtype):
+    """fp16/bf16 inputs: entropy within 2^-8·scale·|q|·max|k| (+1e-3) of the float32 statistics of the same rounded
+    inputs (the kernel rounds the widened output P·K to the input dtype); flex's lse and key mass stay at float32
+    accuracy (its biases act on float32 scores), flash's biases ride in an input dimension and are rounded."""
+    q, k, v, kv, seg = _draw(41, 1, 9, 3, 257, 257, 64, "left")
+    kw = dict(scale=0.125, causal=True, key_valid=kv, segments=seg, key_mass=True)
+    half = [t.to(dtype) for t in (q, k, v)]
+    same = attn_stats_kernel(*[t.float() for t in half], backend="cpu", **kw)
+    got = attn_stats_kernel(*half, backend=engine, stats=("lse", "entropy"), **kw)
+    bound = 2.0 ** -8 * 0.125 * half[0].float().norm(dim=-1) * half[1].float().norm(dim=-1).max() + 1e-3
+    fin = torch.isfinite(same.lse)
+    assert bool(((got.entropy - same.entropy).abs() <= bound)[fin].all())
+    tol = 1e-5 if engine == "flex" else 2e-2
+    torch.testing.assert_close(got.lse[fin], same.lse[fin], atol=tol * 10, rtol=0)
+    torch.testing.assert_close(got.key_mass, same.key_mass, atol=tol, rtol=1e-2)
