@@ -4,7 +4,7 @@ batch 1, 9 query heads / 3 kv heads, d_head 64, causal; the stats kernels also p
 token + one span) and key_mass. Median of ``--reps`` wall times after one warm-up call, both measured side by
 side in one run.
 
-    PYTHONPATH=. python benchmarks/attn_kernel.py [--sizes 512,1024,2048,4096,8192] [--threads N] [--contention]
+    PYTHONPATH=. python benchmarks/attn_kernel.py [--sizes 512,1024,2048,4096,8192] [--threads N] [--contention] [--flash]
     PYTHONPATH=. python benchmarks/attn_kernel.py --device cuda --dtypes float16,bfloat16     # triton vs SDPA (flash)
 
 ``--contention`` runs a bounded busy process pinned to core 0 for the duration (a shared machine).
@@ -63,14 +63,17 @@ def _torch_pass(on: bool) -> None:
     os.environ["INTERP_NO_CEXT"] = "1" if on else "0"
 
 
-def cpu_table(sizes, reps: int) -> None:
-    """The cpu backend with its compiled row pass (``_rows.c``) and with the pure-PyTorch fallback."""
+def cpu_table(sizes, reps: int, flash: bool = False) -> None:
+    """The cpu backend with its compiled row pass (``_rows.c``) and with the pure-PyTorch fallback; ``flash``
+    adds the flash backend (identities on the CPU flash operator: lse, entropy, segment and key masses, no
+    max/argmax) beside the cpu backend asked for the same statistics."""
     from interp.attnstats.kernels._cext import build_error, rows_lib
 
     if rows_lib() is None:
         print(f"compiled row pass unavailable ({build_error()}): both columns are the PyTorch pass")
-    print(f"{'n':>6} | {'sdpa ms':>9} | {'cpu stats ms':>12} | {'cpu/sdpa':>8} | {'torch pass ms':>13} | {'torch/sdpa':>10}")
-    print("-" * 74)
+    extra = f" | {'cpu lse+ent ms':>14} | {'flash ms':>9} | {'flash/sdpa':>10}" if flash else ""
+    print(f"{'n':>6} | {'sdpa ms':>9} | {'cpu stats ms':>12} | {'cpu/sdpa':>8} | {'torch pass ms':>13} | {'torch/sdpa':>10}{extra}")
+    print("-" * (74 + len(extra)))
     for n in sizes:
         q, k, v, seg = _inputs(n, "cpu")
         t_sdpa = _median_time(lambda: _sdpa(q, k, v), reps)
@@ -78,8 +81,13 @@ def cpu_table(sizes, reps: int) -> None:
         _torch_pass(True)
         t_pt = _median_time(lambda: _stats(q, k, v, seg, "cpu"), reps)
         _torch_pass(False)
-        print(f"{n:>6} | {t_sdpa * 1e3:>9.1f} | {t_cpu * 1e3:>12.1f} | {t_cpu / t_sdpa:>8.2f} | {t_pt * 1e3:>13.1f} | "
-              f"{t_pt / t_sdpa:>10.2f}", flush=True)
+        row = f"{n:>6} | {t_sdpa * 1e3:>9.1f} | {t_cpu * 1e3:>12.1f} | {t_cpu / t_sdpa:>8.2f} | {t_pt * 1e3:>13.1f} | {t_pt / t_sdpa:>10.2f}"
+        if flash:
+            sub = lambda b: attn_stats_kernel(q, k, v, scale=0.125, causal=True, segments=seg, key_mass=True,  # noqa: E731
+                                              backend=b, stats=("lse", "entropy"))
+            t_c2, t_fl = _median_time(lambda: sub("cpu"), reps), _median_time(lambda: sub("flash"), reps)
+            row += f" | {t_c2 * 1e3:>14.1f} | {t_fl * 1e3:>9.1f} | {t_fl / t_sdpa:>10.2f}"
+        print(row, flush=True)
 
 
 def cuda_table(sizes, dtypes=("float16", "bfloat16"), reps: int = 10) -> None:
@@ -127,6 +135,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtypes", default="float16,bfloat16", help="CUDA dtypes")
     ap.add_argument("--contention", action="store_true", help="a busy process pinned to core 0 while timing")
+    ap.add_argument("--flash", action="store_true", help="add the flash backend (SDPA flash operator + identities)")
     args = ap.parse_args()
     sizes = _check(args)
     if args.threads:
@@ -137,7 +146,7 @@ def main() -> None:
             return
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 1, 9/3 heads, d_head 64, causal, fp32; "
               f"median of {args.reps}{'; CONTENTION: one busy process on core 0' if args.contention else ''}")
-        cpu_table(sizes, args.reps)
+        cpu_table(sizes, args.reps, flash=args.flash)
 
 
 if __name__ == "__main__":

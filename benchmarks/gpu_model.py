@@ -21,15 +21,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                num_key_value_heads=3, head_dim=64, hidden_act="silu", max_position_embeddings=8192,
                rms_norm_eps=1e-5, tie_word_embeddings=True, rope_theta=100000.0)
+# the same architecture at toy size, for CPU smoke runs of the GPU scripts (benchmarks/gpu_table.py --smoke)
+TINY = dict(SMOLLM2, vocab_size=97, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=8)
 
 
-def _model(dtype, impl: str):
+def model_for(dtype, impl: str, device: str = "cuda", config: dict = SMOLLM2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(**SMOLLM2)
+    cfg = LlamaConfig(**config)
     cfg._attn_implementation = impl
-    return LlamaForCausalLM(cfg).eval().to("cuda", dtype)
+    return LlamaForCausalLM(cfg).eval().to(device, dtype)
+
+
+def _model(dtype, impl: str):
+    return model_for(dtype, impl)
 
 
 def _time(fn, reps: int) -> tuple[float, float]:

@@ -6,7 +6,9 @@ learned sink logits, BERT), built offline from random configs: layers, heads, KV
 sliding and full layers), segments, shared and per-row edits. Unedited statistics (entropy, max_weight, argmax,
 segment and key masses, logits) are compared with the eager patterns, ``lse`` with the float64 reference kernel;
 edited runs compare the cpu kernel with the reference kernel (eager cannot apply the edits). Eager hides GPT-OSS's
-sink column: its mass is ``1 - Σ pattern`` there, and the eager entropy gains the sink's term.
+sink column: its mass is ``1 - Σ pattern`` there, and the eager entropy gains the sink's term. Every example
+also runs the flex or the flash backend (alternating) against the reference, with the same edits and the
+statistics they give exactly.
 
 CI: 100 derandomized examples (fixed seed). ``make fuzz``: ``INTERP_FUZZ_EXAMPLES=2000``, random seeds.
 """
@@ -22,6 +24,7 @@ from interp.attnstats import attention_stats
 from interp.attnstats.eager import stats_from_pattern
 from interp.attnstats.segments import build_segments
 from interp.edits import MixIdentity, MixUniform, ScaleHeadOutput, ScaleSegment, SetPattern
+from interp.errors import InputError
 from interp.types import HeadId
 
 EXAMPLES = int(os.environ.get("INTERP_FUZZ_EXAMPLES", "100"))
@@ -160,6 +163,8 @@ def _check_against_reference(a, b):
     qv = a.attention_mask.bool()[:, None, None, :]
     for name, atol in (("entropy", TOL["entropy"]), ("max_weight", TOL["mass"]), ("lse", TOL["entropy"])):
         x, y = getattr(a, name), getattr(b, name)
+        if x is None:  # left out of stats= (flex/flash)
+            continue
         fin = torch.isfinite(y) & qv
         assert torch.equal(torch.isfinite(x) & qv, fin), f"{name}: finite pattern"
         _close(x.nan_to_num(0, 0, 0), y.nan_to_num(0, 0, 0), atol, fin, name)
@@ -184,10 +189,33 @@ def test_fused_stats_match_eager(p):
     if p["arch"] == "gpt_oss":  # probability edits are refused with sink logits; logit edits stay
         keep = lambda es: [e for e in es if isinstance(e, ScaleHeadOutput) or (isinstance(e, ScaleSegment) and e.mode == "renormalize")]
         p = dict(p, edits=keep(p["edits"]), row_edits=None if p["row_edits"] is None else [keep(r) for r in p["row_edits"]])
+    if p["window"] is not None:  # SetPattern's random weights would fall outside a short window (a one-line refusal)
+        drop = lambda es: [e for e in es if not isinstance(e, SetPattern)]  # noqa: E731
+        p = dict(p, edits=drop(p["edits"]), row_edits=None if p["row_edits"] is None else [drop(r) for r in p["row_edits"]])
     plain = attention_stats(hf, toks, backend="cpu", **kw)
     segs = build_segments(names, mask)[1]
     _check_against_eager(hf, plain, toks, mask, segs)
     if p["edits"] or p["row_edits"]:  # edited cpu against the float64 reference (which also checks lse)
         kw = dict(kw, edits=p["edits"], row_edits=p["row_edits"])
         plain = attention_stats(hf, toks, backend="cpu", **kw)
-    _check_against_reference(plain, attention_stats(hf, toks, backend="reference", **kw))
+    ref = attention_stats(hf, toks, backend="reference", **kw)
+    _check_against_reference(plain, ref)
+    _check_flex(hf, toks, p, kw, ref)
+
+
+def _check_flex(hf, toks, p, kw, ref):
+    """flex (eager FlexAttention) or flash (the CPU flash operator), alternating by seed, against the reference
+    with the same edits, on the statistics they give exactly (no argmax or max_weight on a CPU); a softcap (Gemma2) or a window shorter than the
+    prompt is refused by flash in one line naming flex."""
+    engine = ("flex", "flash")[p["seed"] % 2]
+    edits = list(kw.get("edits", ())) + sum(kw.get("row_edits") or [], [])
+    mixed = any(isinstance(e, MixUniform) for e in edits)
+    stats = ("lse",) if p["arch"] == "gemma2" or mixed else ("lse", "entropy")
+    refused = engine == "flash" and (p["arch"] == "gemma2" or (p["window"] is not None and p["window"] < max(p["lengths"])))
+    if refused:
+        with pytest.raises(InputError, match="backend='flex'"):
+            attention_stats(hf, toks, backend=engine, stats=stats, **kw)
+        return
+    got = attention_stats(hf, toks, backend=engine, stats=stats, **kw)
+    assert got.backend == engine and got.argmax is None and got.max_weight is None
+    _check_against_reference(got, ref)

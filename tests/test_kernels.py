@@ -350,7 +350,7 @@ def test_bad_inputs_raise_clear_errors():
         attn_stats_kernel(q, k, v, key_valid=torch.ones(2, 5, dtype=torch.bool), **kw)
     with pytest.raises(InputError, match="bool"):
         attn_stats_kernel(q, k, v, key_valid=torch.ones(2, 7), **kw)
-    with pytest.raises(InputError, match="unknown backend 'gpu'; use one of auto, cpu, triton, reference"):
+    with pytest.raises(InputError, match="unknown backend .gpu.; use one of auto, cpu, triton, reference, flex, flash"):
         attn_stats_kernel(q, k, v, backend="gpu", **kw)
     with pytest.raises(InputError, match="softcap"):
         attn_stats_kernel(q, k, v, softcap=-1.0, **kw)

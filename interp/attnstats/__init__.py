@@ -1,8 +1,11 @@
 """Per-head attention statistics without any ``n×n`` tensor: ``attention_stats(model, inputs) -> AttnStats``.
 
-The attention computation itself is replaced (see :mod:`interp.attnstats.fused`) by one of three kernels
+The attention computation itself is replaced (see :mod:`interp.attnstats.fused`) by one of the kernels
 behind one interface (:mod:`interp.attnstats.kernels`): ``reference`` (eager, the specification), ``cpu``
-(blocked PyTorch, O(n) extra memory) and ``triton`` (one pass). ``backend="eager"`` instead reduces the
+(blocked PyTorch, O(n) extra memory), ``triton`` (one pass), and ``flex`` / ``flash`` (exact identities on
+FlexAttention or the SDPA flash operator; they give what they can give exactly, so ask for a subset with
+``stats=``, e.g. ``stats=("lse", "entropy")``). ``backend="auto"`` picks the fastest exact one for the device and
+the statistics asked (:func:`interp.attnstats.kernels.choose_backend`); ``AttnStats.backend`` says which ran. ``backend="eager"`` instead reduces the
 bridge's own eager ``hook_pattern`` layer by layer: O(n²) memory, but it works for any architecture the
 bridge hooks and is the fallback the errors name.
 """
@@ -17,6 +20,7 @@ import torch
 
 from interp.attnstats.fused import Recorder, activate, hf_model_of
 from interp.attnstats.kernels import BACKENDS, HeadEdit, KernelStats
+from interp.attnstats.kernels._common import wanted
 from interp.attnstats.segments import build_segments
 from interp.edits import Edit, compile_edits
 from interp.errors import InputError
@@ -30,7 +34,8 @@ STAT_BACKENDS = (*BACKENDS, "eager")
 class AttnStats:
     """Statistics of every head's attention, float32 ``[batch layer head_index query_pos]`` unless noted.
 
-    ``backend`` names the kernel that actually ran (``cpu``, ``triton``, ``reference`` or ``eager``).
+    ``backend`` names the kernel that actually ran (``cpu``, ``triton``, ``flex``, ``flash``, ``reference`` or
+    ``eager``). ``lse``, ``entropy``, ``max_weight`` and ``argmax`` are None when left out of ``stats=``.
     ``segment_mass [batch layer head_index query_pos n_segments]``, ``key_mass [batch layer head_index key_pos]``
     (column sums over real queries), ``z [batch layer query_pos head_index d_head]`` (per-head output before
     W_O, when requested), ``logits [batch pos d_vocab]`` (left on the model's device: on a GPU, copying them
@@ -46,10 +51,10 @@ class AttnStats:
     model: str
     tokens: torch.Tensor
     attention_mask: torch.Tensor
-    lse: torch.Tensor
-    entropy: torch.Tensor
-    max_weight: torch.Tensor
-    argmax: torch.Tensor
+    lse: torch.Tensor | None
+    entropy: torch.Tensor | None
+    max_weight: torch.Tensor | None
+    argmax: torch.Tensor | None
     segment_names: tuple[str, ...] = ()
     segment_mass: torch.Tensor | None = None
     key_mass: torch.Tensor | None = None
@@ -91,10 +96,14 @@ class AttnStats:
 
     def to_frame(self, task: str = "attention_stats", condition: str | None = None) -> pd.DataFrame:
         """Tidy per-head means over real queries: entropy, normalized entropy, max_weight, mass:<segment>, and
-        sink_logit_mass for models with learned sink logits."""
-        w = self.query_valid[:, None, None, :].to(self.entropy)  # [batch 1 1 query_pos]
-        norm = self.entropy / self.outcomes().clamp_min(2).log().to(self.entropy)
-        series = {"entropy": self.entropy, "normalized_entropy": norm, "max_weight": self.max_weight}
+        sink_logit_mass for models with learned sink logits (those that were computed)."""
+        w = self.query_valid[:, None, None, :].float()  # [batch 1 1 query_pos]
+        series = {}
+        if self.entropy is not None:
+            series["entropy"] = self.entropy
+            series["normalized_entropy"] = self.entropy / self.outcomes().clamp_min(2).log().to(self.entropy)
+        if self.max_weight is not None:
+            series["max_weight"] = self.max_weight
         for i, name in enumerate(self.segment_names):
             series[f"mass:{name}"] = self.segment_mass[..., i]
         if self.sink_logit_mass is not None:
@@ -111,7 +120,7 @@ class AttnStats:
 
 def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None = None, key_mass: bool = False,
                     edits: Sequence[Edit] = (), row_edits: Sequence[Sequence[Edit]] | None = None,
-                    backend: str = "auto", return_z: bool = False,
+                    backend: str = "auto", stats: Sequence[str] | None = None, return_z: bool = False,
                     padding_side: str = "right", allow_overlap: bool = False, tokenizer=None,
                     attention_mask: torch.Tensor | None = None) -> AttnStats:
     """Run ``model`` (a ``TransformerBridge`` or a plain transformers model) once and return every head's
@@ -121,9 +130,14 @@ def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None
     ``edits`` apply to every batch row; ``row_edits`` (one edit list per batch row) add a different edit to
     each row, so one pass runs many edits (batched head sweeps).
     ``attention_mask [batch pos]`` (1 = real token) goes with token-tensor inputs that carry padding.
+    ``stats`` names the per-row statistics to compute (default all: ``lse, entropy, max_weight, argmax``); the
+    ``flex``/``flash`` backends refuse, in one line, those they cannot give exactly.
     """
     if backend not in STAT_BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(STAT_BACKENDS)}")
+    want = wanted(stats)
+    if backend == "eager" and stats is not None:
+        raise InputError("stats= selects statistics of the fused backends; backend='eager' computes them all (drop stats=)")
     host = _host(model, tokenizer)
     batch = to_batch(host, inputs, padding_side=padding_side, attention_mask=attention_mask)
     names, seg = build_segments(segments, batch.attention_mask, allow_overlap=allow_overlap)
@@ -140,7 +154,8 @@ def attention_stats(model, inputs: Inputs, *, segments: Mapping[str, Any] | None
         from interp.attnstats.eager import eager_stats
 
         return eager_stats(model, batch, names, seg, key_mass=key_mass, edits=layer_edits, return_z=return_z)
-    rec = Recorder(seg, key_valid=batch.attention_mask.bool(), key_mass=key_mass, edits=layer_edits, backend=backend, keep_z=return_z)
+    rec = Recorder(seg, key_valid=batch.attention_mask.bool(), key_mass=key_mass, edits=layer_edits, backend=backend,
+                   keep_z=return_z, stats=None if stats is None else tuple(sorted(want)))
     with torch.no_grad(), activate(model, rec) as hf_run:
         out = hf_run(input_ids=batch.tokens, attention_mask=batch.attention_mask, position_ids=position_ids(batch), use_cache=False)
     if sorted(rec.calls) != list(range(n_layers)):

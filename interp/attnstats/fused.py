@@ -36,6 +36,7 @@ class Recorder:
     key_mass: bool = False
     edits: dict[int, HeadEdit] = field(default_factory=dict)
     backend: str = "auto"
+    stats: tuple[str, ...] | None = None  # per-row statistics to compute (None: all); see kernels.ROW_STATS
     keep_z: bool = False
     keep: bool = True  # False: run the edits only (decoding loops that read stats via `last`)
     rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # layer -> (heads, queries)
@@ -138,7 +139,7 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
         query, key, value, scale=scale,
         causal=causal, key_valid=key_valid,
         segments=rec.segments_for(key.shape[2], query.device), key_mass=rec.key_mass, softcap=softcap,
-        edit=rec.edits.get(layer), backend=rec.backend, rows=rec.rows.get(layer),
+        edit=rec.edits.get(layer), backend=rec.backend, rows=rec.rows.get(layer), stats=rec.stats,
         window=kwargs.get("sliding_window"), sinks=_sinks(module, kwargs),
     )
     rec.store(layer, st)

@@ -1,8 +1,11 @@
 """Fused attention statistics: output, logsumexp, entropy, max/argmax, segment and key masses in one call.
 
-Backends: ``reference`` (eager float64 specification), ``cpu`` (blocked, no O(n^2) memory) and ``triton``
-(flash-style single pass on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1``). ``auto`` picks triton
-for CUDA tensors when triton imports, else cpu.
+Backends: ``reference`` (eager float64 specification), ``cpu`` (blocked, no O(n^2) memory), ``triton``
+(flash-style single pass on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1``), and ``flex`` / ``flash``
+(:mod:`.flex`: exact identities on FlexAttention or on the SDPA flash operator with log-sum-exp; they refuse, in one
+line, what they cannot give exactly, e.g. argmax). ``auto`` (:func:`choose_backend`): on CUDA, ``flex`` when it is
+exact for the statistics asked, else triton when it imports, else cpu; on a CPU, cpu (eager Flex materialises every
+score on a CPU, and the cpu backend's C row pass is 1.06-1.39× SDPA per layer, benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ import torch
 
 from interp.errors import UnsupportedModelError
 
-from ._common import BACKENDS, KernelStats, validate
+from ._common import BACKENDS, ROW_STATS, KernelStats, Problem, validate, wanted
 from .edits import HeadEdit
 
-__all__ = ["attn_stats_kernel", "KernelStats", "HeadEdit", "BACKENDS", "triton_available"]
+__all__ = ["attn_stats_kernel", "KernelStats", "HeadEdit", "BACKENDS", "ROW_STATS", "triton_available", "choose_backend"]
 
 
 def triton_available() -> bool:
@@ -49,6 +52,7 @@ def attn_stats_kernel(
     edit: Optional[HeadEdit] = None,
     backend: str = "auto",
     rows=None,
+    stats=None,
     window: Optional[int] = None,
     sinks: Optional[torch.Tensor] = None,
 ) -> KernelStats:
@@ -58,12 +62,14 @@ def attn_stats_kernel(
     ``head_index % kv_head == 0`` and ``key_pos >= query_pos`` (query ``i`` sits at absolute position
     ``key_pos - query_pos + i``). See :class:`KernelStats` for the outputs and :mod:`.edits` for ``edit``.
     ``rows=(heads [n], queries [batch, n_q])`` also returns those heads' (edited) attention rows at those
-    query indices, ``[batch, n, n_q, key_pos]``, without any ``n×n`` tensor.
+    query indices, ``[batch, n, n_q, key_pos]``, without any ``n×n`` tensor. ``stats`` names the per-row
+    statistics wanted (default all of ``lse, entropy, max_weight, argmax``); the others come back None.
     ``window``: sliding window (the query at absolute position ``p`` sees keys ``p - window < k <= p``; causal
     only). ``sinks [head_index]``: learned sink logits (GPT-OSS ``s_aux``), one extra softmax column per head
     with mass but no value, reported as ``sink_mass`` (see :class:`KernelStats` for how the other statistics
     include it).
     """
+    want = wanted(stats)
     prob = validate(
         q, k, v, scale=scale, key_valid=key_valid, segments=segments, softcap=softcap, edit=edit, backend=backend,
         causal=bool(causal), rows=rows, window=window, sinks=sinks,
@@ -78,7 +84,16 @@ def attn_stats_kernel(
             "the triton kernel does not implement sliding windows or sink logits yet; use backend='cpu' (exact, also on CUDA tensors) or attention_stats(..., backend='eager')"
         )
     if backend == "auto":
-        backend = "triton" if (q.is_cuda and triton_available() and not banded) else "cpu"
+        backend = choose_backend(q, prob, want, kwargs["softcap"])
+    if backend in ("flex", "flash"):
+        from interp.errors import InputError
+
+        from .flex import attn_stats_flex, unsupported_reason
+
+        reason = unsupported_reason(backend, prob, want, kwargs["softcap"], q)
+        if reason is not None:
+            raise InputError(reason)
+        return _ran(attn_stats_flex(q, k, v, prob, engine=backend, want=want, **kwargs), backend, want)
     if backend == "triton":
         reason = None
         if not triton_available():
@@ -90,17 +105,31 @@ def attn_stats_kernel(
 
             reason = unsupported_reason(q, prob, segments)
             if reason is None:
-                return _ran(attn_stats_triton(q, k, v, prob, **kwargs), "triton")
+                return _ran(attn_stats_triton(q, k, v, prob, **kwargs), "triton", want)
         warnings.warn(f"triton attention-stats backend unavailable ({reason}); using the cpu backend", stacklevel=2)
         backend = "cpu"
     if backend == "reference":
         from .reference import attn_stats_reference
 
-        return _ran(attn_stats_reference(q, k, v, prob, **kwargs), "reference")
+        return _ran(attn_stats_reference(q, k, v, prob, **kwargs), "reference", want)
     from .cpu import attn_stats_cpu
 
-    return _ran(attn_stats_cpu(q, k, v, prob, **kwargs), "cpu")
+    return _ran(attn_stats_cpu(q, k, v, prob, **kwargs), "cpu", want)
 
 
-def _ran(stats: KernelStats, backend: str) -> KernelStats:
-    return dataclasses.replace(stats, backend=backend)
+def choose_backend(q: torch.Tensor, prob: Problem, want: frozenset, softcap: Optional[float]) -> str:
+    """The fastest exact backend for this device and these statistics (what ``backend="auto"`` runs)."""
+    if not q.is_cuda:
+        return "cpu"
+    from .flex import unsupported_reason
+
+    if unsupported_reason("flex", prob, want, softcap, q) is None:
+        return "flex"
+    banded = prob.window is not None or prob.sinks is not None  # the triton kernel has neither yet
+    return "triton" if triton_available() and not banded else "cpu"
+
+
+def _ran(stats: KernelStats, backend: str, want: frozenset) -> KernelStats:
+    """Name the backend that ran; statistics not asked for are None whichever backend computed them."""
+    drop = {name: None for name in ROW_STATS if name not in want}
+    return dataclasses.replace(stats, backend=backend, **drop)

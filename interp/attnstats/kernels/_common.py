@@ -12,7 +12,8 @@ from interp.errors import DeviceMismatchError, InputError
 
 from .edits import HeadEdit, ResolvedEdit, resolve_edit
 
-BACKENDS = ("auto", "cpu", "triton", "reference")
+BACKENDS = ("auto", "cpu", "triton", "reference", "flex", "flash")
+ROW_STATS = ("lse", "entropy", "max_weight", "argmax")  # the per-row statistics a call may ask for (``stats=``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,13 +32,14 @@ class KernelStats:
     ``sink_mass [batch, head_index, query_pos]`` is the sink column's probability. ``max_weight``/``argmax``,
     segment and key masses stay over real keys (they sum to ``1 - sink_mass``). A row with no visible key
     puts all its mass on the sink: lse = the sink logit, entropy 0, sink_mass 1.
+    A statistic left out of the call's ``stats=`` is None.
     """
 
     out: torch.Tensor
-    lse: torch.Tensor
-    entropy: torch.Tensor
-    max_weight: torch.Tensor
-    argmax: torch.Tensor
+    lse: Optional[torch.Tensor]
+    entropy: Optional[torch.Tensor]
+    max_weight: Optional[torch.Tensor]
+    argmax: Optional[torch.Tensor]
     segment_mass: Optional[torch.Tensor] = None
     key_mass: Optional[torch.Tensor] = None
     backend: str = ""  # the kernel that actually ran
@@ -101,6 +103,18 @@ _CHECKED_SEGMENTS = TensorMemo()
 
 def _desc(t: torch.Tensor) -> str:
     return f"{t.dtype} on {t.device}"
+
+
+def wanted(stats) -> frozenset:
+    """``stats=`` (None: all of :data:`ROW_STATS`) as a frozenset, or a one-line error naming the bad entry."""
+    if stats is None:
+        return frozenset(ROW_STATS)
+    if isinstance(stats, str):
+        stats = (stats,)
+    bad = [s for s in stats if s not in ROW_STATS]
+    if bad:
+        raise InputError(f"unknown statistic {bad[0]!r} in stats=; choose from {', '.join(ROW_STATS)}")
+    return frozenset(stats)
 
 
 def validate(
