@@ -7,6 +7,17 @@ import pytest
 from interp.cli import main
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # 2 shared cores: a second thread makes each forward several times slower under load.
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("args, msg", [
     (["subspace", "--site", "resid_post"], "needs --split-heads"),
     (["subspace", "--site", "mlp_post", "--layer", "40"], "--layer 40 out of range"),
@@ -64,5 +75,6 @@ def test_subspace_job_runs_and_resumes_from_its_parts(smollm2, tmp_path, monkeyp
     assert json.loads((out / "run.json").read_text())["verb"] == "subspace"
     monkeypatch.setattr(sub, "das", lambda *a, **k: pytest.fail("resumed run trained again"))
     monkeypatch.setattr(sub, "subspace_report", lambda *a, **k: pytest.fail("resumed run recomputed the report"))
+    monkeypatch.setattr(sub, "Interchanger", lambda *a, **k: pytest.fail("resumed run ran the model"))
     run_subspace(smollm2, out, config, progress=False)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "subspace.parquet"), df)

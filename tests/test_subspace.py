@@ -318,3 +318,19 @@ def test_last_token_fast_path_equals_the_full_run_with_padding(tiny_llama, site,
     torch.testing.assert_close(fast, ix.with_basis(b), atol=2e-5, rtol=1e-5)
     assert not torch.allclose(fast, ix.clean_logits, atol=1e-4)  # the patch does something
     torch.testing.assert_close(ix.clean_logits, interp.run(tiny_llama, base)[torch.arange(4), ix.end], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("site,width", [("mlp_post", 192), ("resid_post", 48)])
+def test_bridge_engine_gpt2(site, width):
+    """GPT-2 runs through the bridge's hooks (no hf fast path): the edit and the Interchanger agree there too."""
+    from interp.analyze.subspace import Interchanger
+
+    model = interp.tiny_model("gpt2")
+    base, src = _tokens(seed=3), _tokens(seed=4)
+    _, cap = interp.run(model, src, capture=CaptureSpec(sites=(site,), layers=(0,)))
+    b = _onb(width, 2)
+    ref = interp.run(model, base, [SubspacePatch(site, 0, b, cap, positions=(-1,))])
+    ix = Interchanger(model, base, src, site, 0, (-1,))
+    assert ix.stack is None
+    torch.testing.assert_close(ix.with_basis(b), ref[:, -1], atol=2e-5, rtol=1e-5)
+    assert not torch.allclose(ref, interp.run(model, base), atol=1e-4)

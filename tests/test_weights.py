@@ -8,6 +8,14 @@ from interp.analyze.weights import composition_matrix, composition_scores, ov_ci
 from interp.errors import InterpError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("kind", ["q", "k", "v"])
 def test_composition_scores_equal_transformerlens(arch, kind):

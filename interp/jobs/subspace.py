@@ -4,7 +4,8 @@
 layer (END token) → the illusion report (:func:`interp.analyze.subspace.subspace_report`) on the held-out pairs
 whose base and source orders differ (ABB→BAB and BAB→ABB, the paper's test) → ``subspace.parquet`` (tidy),
 ``report.html`` (the table and the histograms) and ``run.json``. The trained basis, its curve and the report are
-parts under ``.parts/<config hash>/``, so an interrupted run resumes without training again.
+parts under ``.parts/<config hash>/`` (with the dormancy projections), so an interrupted run resumes without
+training again, and a finished one rebuilds its outputs without running the model.
 
 ``weights``: composition scores of every head pair (q, k, v) and the per-head OV copying / QK same-token
 scores → ``weights.parquet`` (tidy), ``report.html`` (composition between layers, top pairs) and ``run.json``;
@@ -36,6 +37,7 @@ def run_subspace(model, out: str | Path, config: SubspaceConfig, *, progress: bo
 
     from interp.analyze.subspace import Subspace, das, subspace_report
     from interp.plot.export import write_report
+    from interp.plot.subspace import subspace_figure
     from interp.store import ResumableTable
     from interp.tasks.ioi import position_pairs
     from interp.types import HeadId
@@ -47,11 +49,20 @@ def run_subspace(model, out: str | Path, config: SubspaceConfig, *, progress: bo
     heads = [HeadId.parse(h) for h in config.split_heads] or None
     layer = config.layer_for(model.cfg.n_layers)
 
+    ix_cache: list = []
+
+    def interchanger():  # one no-grad prefix for training and the report; none at all when both are parts
+        from interp.analyze.subspace import Interchanger
+
+        if not ix_cache:
+            ix_cache.append(Interchanger(model, pairs.base, pairs.source, config.site, layer, (-1,)))
+        return ix_cache[0]
+
     def train() -> pd.DataFrame:
         sub = das(model, pairs.base, pairs.source, config.site, layer, -1, pairs.target, dim=config.dim,
                   epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, lr_end=config.lr_end,
                   test_fraction=config.test_fraction, seed=config.seed, boundless=config.boundless,
-                  candidates=pairs.answers, progress=progress)
+                  candidates=pairs.answers, interchanger=interchanger(), progress=progress)
         b = pd.DataFrame(sub.basis.numpy(), columns=[f"b{i}" for i in range(sub.dim)])
         return b.assign(kind="basis", accuracy=sub.accuracy, n_test=sub.n_test, test=",".join(map(str, sub.test)),
                         curve=",".join(f"{x:.5g}" for x in sub.curve["loss"]))
@@ -63,13 +74,19 @@ def run_subspace(model, out: str | Path, config: SubspaceConfig, *, progress: bo
     test = [int(i) for i in str(part["test"].iloc[0]).split(",") if i]
     sub = Subspace(basis, config.site, layer, (-1,), model=model_name(model), test=tuple(test))
     rows = [i for i in test if bool(pairs.flips[i])]
+    reports: list = []
 
     def report() -> pd.DataFrame:
-        return subspace_report(model, sub, pairs.base, pairs.source, pairs.answers, pairs.target, heads=heads,
-                               weight=config.weight, classes=pairs.base_order, rows=rows, task="ioi").frame
+        reports.append(subspace_report(model, sub, pairs.base, pairs.source, pairs.answers, pairs.target, heads=heads,
+                                       weight=config.weight, classes=pairs.base_order, rows=rows, task="ioi",
+                                       interchanger=interchanger()))
+        return reports[0].frame
 
     df = cached(store, "report", report)
-    fig = _figure(model, sub, pairs, heads, config, df)
+    proj = cached(store, "projections", lambda: reports[0].projections if reports else
+                  subspace_report(model, sub, pairs.base, pairs.source, pairs.answers, pairs.target, heads=heads, weight=config.weight,
+                                  classes=pairs.base_order, rows=rows, task="ioi", interchanger=interchanger()).projections)
+    fig = subspace_figure(df, proj)
     curve = [float(x) for x in str(part["curve"].iloc[0]).split(",") if x]
     paths = {"subspace": write_parquet(od.path / "subspace.parquet", df)}
     verdict = bool(df["illusion_suspected"].iloc[0])
@@ -85,23 +102,6 @@ def run_subspace(model, out: str | Path, config: SubspaceConfig, *, progress: bo
                              summary={"illusion_suspected": verdict, "held_out_accuracy": float(part["accuracy"].iloc[0]),
                                       "loss_first": curve[0] if curve else None, "loss_last": curve[-1] if curve else None})
     return paths
-
-
-def _figure(model, sub, pairs, heads, config, df):
-    """The report's figure; the projections are cheap (one capture), so they are recomputed rather than stored."""
-    from interp.analyze.subspace import Interchanger, connected_span, split
-    from interp.intervene.compile import interchange
-    from interp.plot.subspace import subspace_figure
-
-    ix = Interchanger(model, pairs.base, pairs.source, sub.site, sub.layer, sub.positions)
-    q = connected_span(model, sub.site, sub.layer, heads=heads, weight=config.weight)
-    r = split(sub.basis, q)[0][:, 0].float()
-    proj = pd.DataFrame({"class": pairs.base_order})
-    if float(r.norm()) > 1e-6:
-        r = r / r.norm()
-        w, u = ix.base[:, 0].float(), ix.src[:, 0].float()
-        proj = proj.assign(clean=(w @ r).numpy(), patched=(interchange(w, u, sub.basis) @ r).numpy())
-    return subspace_figure(df, proj)
 
 
 def run_weights(model, out: str | Path, config: WeightsConfig) -> dict[str, Path]:
