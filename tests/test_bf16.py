@@ -17,8 +17,9 @@ from interp.types import HeadId
 def models():
     from interp.models.tiny import build_tiny
 
-    hf32, tok = build_tiny("llama", seed=5, num_hidden_layers=2)
-    hf16, _ = build_tiny("llama", seed=5, num_hidden_layers=2)
+    # initializer range 0.1 (not 0.02): attention far from uniform, so that bf16 rounding shows in the statistics
+    hf32, tok = build_tiny("llama", seed=5, num_hidden_layers=2, initializer_range=0.1)
+    hf16, _ = build_tiny("llama", seed=5, num_hidden_layers=2, initializer_range=0.1)
     return interp.from_hf(hf32, tok, "tiny32"), interp.from_hf(hf16.to(torch.bfloat16), tok, "tiny16")
 
 

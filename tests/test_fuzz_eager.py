@@ -17,7 +17,7 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from interp.attnstats import attention_stats
@@ -182,6 +182,9 @@ def _check_against_reference(a, b):
           suppress_health_check=list(HealthCheck))
 @given(problems())
 def test_fused_stats_match_eager(p):
+    event(f"arch {p['arch']}")  # --hypothesis-show-statistics shows the coverage
+    if p["window"] is not None:
+        event("window shorter than the prompt" if p["window"] < max(p["lengths"]) else "window no shorter than the prompt")
     hf = build(p["arch"], p["layers"], p["heads"], p["kv"], p["d_head"], p["window"])
     toks, mask = _inputs(p)
     names = {"first": "first", **({"span": p["span"]} if p["span"] else {})}
