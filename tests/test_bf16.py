@@ -91,7 +91,7 @@ def atp_agreement():
 
 
 def sweep_agreement():
-    from interp.sweep.heads import sweep_heads
+    from interp.intervene.heads import sweep_heads
 
     clean, _ = _pair()
     f = [sweep_heads(m, clean, lambda h: ScaleHeadOutput(h, 0.0), _metric, progress=False) for m in models()]

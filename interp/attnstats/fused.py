@@ -122,16 +122,14 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
     layer = getattr(module, "layer_idx", None)
     if layer is None:
         raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; use attention_stats(..., backend='eager')")
-    if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim not in (2,):
-        raise UnsupportedModelError(
-            f"{type(module).__name__} builds its own {attention_mask.ndim}-D attention mask, which the fused path cannot read; use attention_stats(..., backend='eager')"
-        )
     key_valid = rec.key_valid_for(key.shape[2], query.device)
     if attention_mask is not None and attention_mask.ndim == 2:
         key_valid = attention_mask.to(device=query.device).bool()
     softcap = kwargs.get("softcap", getattr(module, "attn_logit_softcapping", None))
     causal = kwargs.get("is_causal")
     causal = bool(getattr(module, "is_causal", True) if causal is None else causal)
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim != 2:
+        _check_full_mask(module, attention_mask, key_valid, causal, kwargs.get("sliding_window"), query.shape[2])
     scale = float(scaling if scaling is not None else query.shape[-1] ** -0.5)  # before any zero columns
     dv = value.shape[-1]
     query, key, value = _common_head_size(query, key, value)
@@ -148,6 +146,35 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
     if rec.stop_after == layer:
         raise StopForward()
     return st.out[..., :dv].transpose(1, 2).contiguous(), None  # [batch query_pos head_index d_head]
+
+
+def _check_full_mask(module, mask: torch.Tensor, key_valid, causal: bool, window, q_len: int) -> None:
+    """A 4-D mask (built by the model, or by a runner that calls the layers itself) is accepted only where it says
+    no more than the kernel applies anyway (causal band, window, key padding) on every real query row; a mask that
+    carries anything else (sparse indexers, image-token blocks) is refused, never silently dropped."""
+    allowed = mask if mask.dtype == torch.bool else mask == 0  # [batch|1 head|1 query_pos key_pos]
+    if allowed.ndim != 4 or not bool((allowed == allowed[:, :1]).all()):
+        raise UnsupportedModelError(f"{type(module).__name__} builds its own per-head attention mask, which the fused path "
+                                    "does not apply; use attention_stats(..., backend='eager')")
+    allowed = allowed[:, 0]  # [batch|1 query_pos key_pos]
+    k_len = allowed.shape[-1]
+    qpos = torch.arange(k_len - q_len, k_len, device=allowed.device)[:, None]
+    kpos = torch.arange(k_len, device=allowed.device)[None, :]
+    expect = torch.ones(q_len, k_len, dtype=torch.bool, device=allowed.device)
+    if causal:
+        expect &= kpos <= qpos
+    if window is not None:
+        expect &= kpos > qpos - int(window)
+    expect = expect[None]
+    rows = torch.ones(1, q_len, dtype=torch.bool, device=allowed.device)
+    if key_valid is not None:
+        kv = key_valid.to(allowed.device)
+        expect = expect & kv[:, None, :]
+        rows = kv[:, k_len - q_len:]
+    same = (allowed == expect) | ~rows[..., None]  # padding query rows are never read
+    if not bool(same.all()):
+        raise UnsupportedModelError(f"{type(module).__name__} builds its own {mask.ndim}-D attention mask that differs from "
+                                    "causal + window + padding, which the fused path cannot apply; use attention_stats(..., backend='eager')")
 
 
 def _common_head_size(query, key, value):
