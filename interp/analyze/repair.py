@@ -59,7 +59,13 @@ def _evaluate(model, data, edits, movers: Sequence[HeadId]) -> dict:
     spec = CaptureSpec(sites=("pattern",), layers=tuple(sorted({h.layer for h in movers}))) if movers else None
     out = run(model, data.clean, edits, capture=spec) if spec else (run(model, data.clean, edits), None)
     logits, cap = out
-    res = {"accuracy": data.accuracy(logits), "logit_diff": float(data.metric(logits))}
+    from interp.stats import mean_ci, rate_of
+
+    pred = data.predictions(logits)
+    acc = rate_of((pred == data.answer_index).tolist(), list(data.answer), chance=1 / len(data.label_ids))
+    ld = mean_ci(data.metric.per_prompt(logits).float().cpu().tolist())
+    res = {"accuracy": (acc.rate, acc.columns()),
+           "logit_diff": (ld.mean, {"n": ld.n, "low": ld.low, "high": ld.high})}
     if cap is not None:
         b = torch.arange(len(data))
         p = data.positions
@@ -68,8 +74,8 @@ def _evaluate(model, data, edits, movers: Sequence[HeadId]) -> dict:
             A = cap["pattern", h.layer][:, h.head].float()  # [batch query_pos key_pos]
             right.append(A[b, p["end"], p["io"]].mean())
             wrong.append((A[b, p["end"], p["wrong1"]] + A[b, p["end"], p["wrong2"]]).mean())
-        res["mover_attn_right"] = float(torch.stack(right).mean())
-        res["mover_attn_wrong"] = float(torch.stack(wrong).mean())
+        res["mover_attn_right"] = (float(torch.stack(right).mean()), {})
+        res["mover_attn_wrong"] = (float(torch.stack(wrong).mean()), {})
     return res
 
 
@@ -100,19 +106,34 @@ def repair_experiment(model, data, inhibition: Sequence[HeadId], negative: Seque
 
 def _condition_frame(model, data, heads, wrong, n_keys, movers, name: str, seed) -> pd.DataFrame:
     res = _evaluate(model, data, repair_edits(heads, wrong, n_keys) if heads else [], movers)
-    return pd.DataFrame([{"layer": -1, "head": -1, "metric": k, "value": v, "condition": name,
+    return pd.DataFrame([{"layer": -1, "head": -1, "metric": k, "value": v, "condition": name, **cols,
                           **({"seed": seed} if seed is not None else {}), "heads": " ".join(str(h) for h in heads)}
-                         for k, v in res.items()])
+                         for k, (v, cols) in res.items()])
 
 
 def repair_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Wide table: one row per condition (random averaged over draws, with its std), one column per metric."""
+    """Wide table: one row per condition (random averaged over draws, with its std), one column per metric, and
+    for accuracy its 95% Wilson interval, prompts ``n``, majority-class baseline and chance (random: pooled over
+    draws, ``k`` correct of ``draws × n``), for the logit difference its 95% t interval (random: the mean of the
+    draws' bounds; the draws' spread is ``accuracy_std``)."""
+    from interp.stats import rate
+
     g = df.groupby(["condition", "metric"])["value"]
     wide = g.mean().unstack()
     std = g.std().unstack().add_suffix("_std")
     order = [c for c in ("clean", "inhibition", "inhibition+negative", "random") if c in wide.index]
     out = wide.join(std[[c for c in std.columns if c.startswith("accuracy")]]).loc[order]
-    out["n"] = df[df["metric"] == "accuracy"].groupby("condition").size().reindex(order)
+    acc = df[df["metric"] == "accuracy"]
+    out["draws"] = acc.groupby("condition").size().reindex(order)
+    if "low" in df.columns:
+        for cond in order:
+            a = acc[acc["condition"] == cond]
+            n = int(a["n"].sum())
+            r = rate(round(float((a["value"] * a["n"]).sum())), n, chance=float(a["chance"].iloc[0]))
+            out.loc[cond, ["accuracy_low", "accuracy_high", "n", "majority", "chance"]] = [
+                r.low, r.high, int(a["n"].iloc[0]), float(a["majority"].iloc[0]), r.chance]
+            ld = df[(df["metric"] == "logit_diff") & (df["condition"] == cond)]
+            out.loc[cond, ["logit_diff_low", "logit_diff_high"]] = [ld["low"].mean(), ld["high"].mean()]
     return out
 
 
