@@ -36,7 +36,9 @@ averaged over the first ``attn_prompts`` clean prompts. The copy score (Wang et 
 
 **Faithfulness**: the metric with every head outside the circuit mean-ablated (per-position means of ``z`` over
 the corrupted prompts of the same template), divided by the full model's; ``faithfulness_norm`` also
-subtracts the metric with every head ablated.
+subtracts the metric with every head ablated. Either is NaN, with a reason, when its denominator is below 10% of
+the metric's spread across prompts (:func:`interp.stats.guard`); so is discovery refused when
+``|m_clean − m_corrupt|`` is (every normalized path-patching effect would divide by noise).
 """
 from __future__ import annotations
 
@@ -231,11 +233,13 @@ def _all_heads(model) -> list[HeadId]:
 
 
 def atp_scores(model, task: CircuitTask) -> pd.DataFrame:
-    """AtP* estimates for every head (tidy, ``atp:z`` and friends), normalized by ``m_corrupt − m_clean``."""
+    """AtP* noising estimates for every head (tidy, ``atp:z`` and friends), normalized by ``m_corrupt − m_clean``
+    (AtP* itself changes only the ``atp*:q``/``atp*:k`` rows; pruning ranks by ``atp:z``)."""
     from interp.analyze.attribution import attribution_patching
 
-    df = attribution_patching(model, task.clean, task.corrupted, task.metric, by="head", qk_fix=True, task=task.name)
-    scale = df.attrs["corrupt"] - df.attrs["clean"]
+    df = attribution_patching(model, task.clean, task.corrupted, task.metric, by="head", qk_fix=True, task=task.name,
+                              direction="noising")  # path patching is noising: rank senders by the same effect
+    scale = df.attrs["scale"]
     return df.assign(value=df["value"] / (scale if abs(scale) > 1e-12 else 1.0), condition="atp")
 
 
@@ -251,8 +255,11 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
     _, cap_clean = run(model, a.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=a.attention_mask)
     _, cap_bad = run(model, b.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=b.attention_mask)
     m_clean, m_bad = scalar(task.metric(cap_clean.logits)), scalar(task.metric(cap_bad.logits))
-    if abs(m_clean - m_bad) < 1e-6:
-        raise InputError(f"the metric is the same on clean and corrupted prompts ({m_clean:.4g}); path patching needs them to differ")
+    from interp.stats import guard, spread
+
+    why = guard(m_clean - m_bad, spread(task.metric, cap_clean.logits), "|clean − corrupted|")
+    if why:
+        raise InputError(f"circuit discovery on {task.name}: metric clean {m_clean:.4g}, corrupted {m_bad:.4g}; {why}")
     info = {"metric_clean": m_clean, "metric_corrupt": m_bad, "prompts": len(task), "stages": [], "exact_runs": 0,
             "exact_runs_saved": 0, "forward_equiv": 2.0, "timings": {}}
     frames = []
@@ -281,7 +288,7 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
             values, _, _, cost = path_patch_senders(model, a.tokens, b.tokens, task.metric, cands, recv,
                                                     max_rows=params.max_rows, progress=progress, caches=(cap_clean, cap_bad))
             rows = [{"layer": h.layer, "head": h.head, "metric": "path_patch", "value": (v - m_clean) / (m_bad - m_clean),
-                     "condition": f"stage{stage}"} for h, v in zip(cands, values)]
+                     "condition": f"stage{stage}", "direction": "noising"} for h, v in zip(cands, values)]
             df = make_frame(pd.DataFrame(rows).assign(model=name, task=task.name))
             df["forward_equiv"] = cost
             return df
@@ -416,14 +423,14 @@ def head_class(row: dict, params: CircuitParams, s2_class: str = "S-inhibition")
 # ------------------------------------------------------------------------------------- faithfulness
 
 
-def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId]) -> float:
-    """The task metric (mean over prompts) with ``ablate`` heads' ``z`` set to their per-position mean over the
-    corrupted prompts of the same group (template)."""
+def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId], *, per_prompt: bool = False):
+    """The task metric (mean over prompts; ``per_prompt``: the ``[batch]`` values) with ``ablate`` heads' ``z`` set
+    to their per-position mean over the corrupted prompts of the same group (template)."""
     from interp.inputs import to_batch
     from interp.intervene.means import mean_activations
 
     ablate = sorted(set(ablate))
-    per_prompt = torch.zeros(len(task))
+    values = torch.zeros(len(task))
     lengths = to_batch(model, task.clean).attention_mask.sum(1).tolist()
     keys = list(zip(task.groups, lengths))  # per-position means need one template and one length
     for g in sorted(set(keys)):
@@ -434,20 +441,31 @@ def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId]) -> f
             means = mean_activations(model, [task.corrupted[i] for i in idx], sites=("z",),
                                      layers=sorted({h.layer for h in ablate}), per_position=True)
             edits = [MeanAblate("z", h.layer, h.head, mean=means) for h in ablate]
-        per_prompt[idx] = sub.per_prompt(run(model, [task.clean[i] for i in idx], edits)).float().cpu()
-    return float(per_prompt.mean())
+        values[idx] = sub.per_prompt(run(model, [task.clean[i] for i in idx], edits)).float().cpu()
+    return values if per_prompt else float(values.mean())
 
 
-def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId]) -> dict[str, float]:
-    """``{"full", "circuit", "empty", "faithfulness", "faithfulness_norm"}`` (see module docstring)."""
+def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId]) -> dict:
+    """``{"full", "circuit", "empty", "spread", "faithfulness", "faithfulness_norm", "reason", "reason_norm"}``.
+
+    ``spread`` is the standard deviation of the full model's metric across prompts. A ratio whose denominator
+    (``full``, or ``full − empty``) is below :data:`interp.stats.GUARD_FRAC` of it is NaN, and its ``reason``
+    says so (:func:`interp.stats.guard`): a circuit "explaining" a difference the prompts' own scatter swamps
+    would otherwise read as a large faithfulness."""
+    from interp.stats import guard
+
     everything = _all_heads(model)
     keep = set(circuit_heads)
-    full = mean_ablated_metric(model, task, [])
+    full_pp = mean_ablated_metric(model, task, [], per_prompt=True)
+    full, sd = float(full_pp.mean()), float(full_pp.std()) if len(full_pp) > 1 else float("nan")
     circ = mean_ablated_metric(model, task, [h for h in everything if h not in keep])
     empty = mean_ablated_metric(model, task, everything)
-    return {"full": full, "circuit": circ, "empty": empty,
-            "faithfulness": circ / full if abs(full) > 1e-9 else float("nan"),
-            "faithfulness_norm": (circ - empty) / (full - empty) if abs(full - empty) > 1e-9 else float("nan")}
+    why = guard(full, sd, "the full model's metric")
+    why_norm = guard(full - empty, sd, "full − empty")
+    return {"full": full, "circuit": circ, "empty": empty, "spread": sd,
+            "faithfulness": float("nan") if why else circ / full,
+            "faithfulness_norm": float("nan") if why_norm else (circ - empty) / (full - empty),
+            "reason": why, "reason_norm": why_norm}
 
 
 __all__ = ["CircuitTask", "CircuitParams", "Circuit", "TASKS", "make_task", "ioi_task", "colored_objects_task",

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from interp.errors import InputError
 from interp.models.spec import ModelSpec
+from interp.types import DIRECTIONS
 
 METHODS = ("exact", "atp", "atp*")
 
@@ -22,6 +23,7 @@ class PatchConfig:
     prompts: int = 20
     seed: int = 0
     corruption: str = "abc"
+    direction: str = "denoising"
 
     def __post_init__(self):
         if self.task != "ioi":
@@ -32,6 +34,8 @@ class PatchConfig:
             raise InputError(f"--by {self.by!r} unknown; use head or head_pos")
         if self.corruption not in ("abc", "flip"):
             raise InputError(f"--corruption {self.corruption!r} unknown; use abc or flip")
+        if self.direction not in DIRECTIONS:
+            raise InputError(f"--direction {self.direction!r} unknown; use {' or '.join(DIRECTIONS)}")
         if self.prompts < 1:
             raise InputError(f"--prompts must be at least 1, got {self.prompts}")
 
