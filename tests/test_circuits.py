@@ -30,12 +30,13 @@ def test_batched_path_patching_matches_reference(tiny_llama):
     m = _toy_task(tiny_llama)
     senders = [HeadId(0, h) for h in range(6)]
     vals, clean, bad, _ = path_patch_senders(tiny_llama, m.clean, m.corrupted, m.metric, senders, [("q", 1, 2), ("v", 1, 0)])
-    ref = path_patching(tiny_llama, m.clean, m.corrupted, m.metric, receivers=[("q", HeadId(1, 2)), ("v", __import__("interp").KVGroup(1, 0))], senders=senders)
+    ref = path_patching(tiny_llama, m.clean, m.corrupted, m.metric, receivers=[("q", HeadId(1, 2)), ("v", __import__("interp").KVGroup(1, 0))],
+                        senders=senders, guard_frac=0)  # a random model: the prompts scatter more than clean − corrupted
     ref = ref[ref["metric"] == "path_patch"]["value"].to_numpy()
     ours = [(v - clean) / (bad - clean) for v in vals]
     assert torch.allclose(torch.tensor(ours), torch.tensor(ref, dtype=torch.float32), atol=1e-4)
     vals, clean, bad, _ = path_patch_senders(tiny_llama, m.clean, m.corrupted, m.metric, senders + [HeadId(1, 0)])
-    ref = path_patching(tiny_llama, m.clean, m.corrupted, m.metric, senders=senders + [HeadId(1, 0)])
+    ref = path_patching(tiny_llama, m.clean, m.corrupted, m.metric, senders=senders + [HeadId(1, 0)], guard_frac=0)
     ref = ref[ref["metric"] == "path_patch"]["value"].to_numpy()
     assert torch.allclose(torch.tensor([(v - clean) / (bad - clean) for v in vals]), torch.tensor(ref, dtype=torch.float32), atol=1e-4)
 
@@ -76,12 +77,14 @@ def test_discovery_reuse_and_repair_on_tiny(tiny_llama):
     from interp.intervene.run import run
 
     m = _toy_task(tiny_llama)
-    params = CircuitParams(n_stages=2, top_frac=0.2, min_effect=0.0, keep=4)
+    with pytest.raises(__import__("interp").errors.InputError, match="spread across prompts"):
+        discover_circuit(tiny_llama, m, CircuitParams(n_stages=2, top_frac=0.2, min_effect=0.0, keep=4))
+    params = CircuitParams(n_stages=2, top_frac=0.2, min_effect=0.0, keep=4, guard_frac=0)  # random model: no task to guard
     circ = discover_circuit(tiny_llama, m, params)
     assert set(circ.heads["stage"]) <= {1, 2} and len(circ.heads) >= 1
     assert circ.info["exact_runs"] + circ.info["exact_runs_saved"] >= 12 and circ.info["exact_runs_saved"] > 0
     assert set(circ.heads["class"]) <= set(__import__("interp.analyze.circuits").analyze.circuits.CLASSES)
-    f = faithfulness(tiny_llama, m, circ.head_ids())
+    f = faithfulness(tiny_llama, m, circ.head_ids(), guard_frac=0)
     assert set(f) >= {"full", "circuit", "empty", "faithfulness"}
     r = circuit_reuse(circ.patching, circ.patching, n_heads_total=12, top_frac=0.2)
     s = r.attrs["summary"]
@@ -98,6 +101,33 @@ def test_discovery_reuse_and_repair_on_tiny(tiny_llama):
         assert torch.allclose(row.sum(-1), torch.ones(3), atol=1e-6)
         assert (row[torch.arange(3), right] == 0).all()
         assert torch.allclose(row[torch.arange(3), wrong[0]], torch.full((3,), 0.5))
+
+
+def test_faithfulness_is_nan_with_a_reason_when_full_minus_empty_is_noise(tiny_llama, monkeypatch):
+    """Constructed case (the Colored Objects failure): the full model's metric scatters ±3 across prompts while
+    full − empty is 0.02, so faithfulness_norm would be ~(circuit − empty)/0.02; it is NaN with a reason."""
+    import interp.analyze.circuits as C
+    from interp.jobs.circuits import _intro, _no_nan
+    from interp.jobs.circuits_config import CircuitsConfig
+
+    full = torch.tensor([3.0, -2.8, 3.1, -3.0])  # mean 0.075, sd ≈ 3.5
+
+    def fake(model, task, ablate, per_prompt=False):
+        if not ablate:
+            return full if per_prompt else float(full.mean())
+        return 0.4 if len(ablate) < 12 else float(full.mean()) - 0.02
+
+    monkeypatch.setattr(C, "mean_ablated_metric", fake)
+    f = C.faithfulness(tiny_llama, _toy_task(tiny_llama), [HeadId(0, 1)])
+    assert f["faithfulness_norm"] != f["faithfulness_norm"] and "full − empty" in f["reason_norm"]
+    assert f["faithfulness"] != f["faithfulness"] and "spread across prompts" in f["reason"]
+    text = _intro(CircuitsConfig(task="ioi"), {"prompts": 4, "metric_clean": 0.1, "metric_corrupt": 0.0, "exact_runs": 1,
+                                             "exact_runs_saved": 0, "forward_equiv": 2.0, "faithfulness": f})
+    assert "Warning" in text and "undefined (NaN)" in text
+    assert _no_nan(f)["faithfulness_norm"] is None
+    full = torch.tensor([3.0, 2.8, 3.1, 3.0])  # a task the model does: the ratios are defined
+    g = C.faithfulness(tiny_llama, _toy_task(tiny_llama), [HeadId(0, 1)])
+    assert not g["reason"] and g["faithfulness"] == pytest.approx(0.4 / float(full.mean()))
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -56,6 +56,7 @@ from interp.intervene.run import Plan, check_batches_align, run
 from interp.intervene.values import MeanAblate, Patch
 from interp.schema import make_frame
 from interp.sweep.heads import execute_from, record_prefix, scalar, sweep_edits
+from interp.stats import GUARD_FRAC
 from interp.sweep.store import cached
 from interp.tasks.ioi import LogitDiff
 from interp.types import HeadId
@@ -257,7 +258,7 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
     m_clean, m_bad = scalar(task.metric(cap_clean.logits)), scalar(task.metric(cap_bad.logits))
     from interp.stats import guard, spread
 
-    why = guard(m_clean - m_bad, spread(task.metric, cap_clean.logits), "|clean − corrupted|")
+    why = guard(m_clean - m_bad, spread(task.metric, cap_clean.logits), "|clean − corrupted|", params.guard_frac)
     if why:
         raise InputError(f"circuit discovery on {task.name}: metric clean {m_clean:.4g}, corrupted {m_bad:.4g}; {why}")
     info = {"metric_clean": m_clean, "metric_corrupt": m_bad, "prompts": len(task), "stages": [], "exact_runs": 0,
@@ -445,7 +446,7 @@ def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId], *, p
     return values if per_prompt else float(values.mean())
 
 
-def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId]) -> dict:
+def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId], *, guard_frac: float = GUARD_FRAC) -> dict:
     """``{"full", "circuit", "empty", "spread", "faithfulness", "faithfulness_norm", "reason", "reason_norm"}``.
 
     ``spread`` is the standard deviation of the full model's metric across prompts. A ratio whose denominator
@@ -460,8 +461,8 @@ def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId]) -> d
     full, sd = float(full_pp.mean()), float(full_pp.std()) if len(full_pp) > 1 else float("nan")
     circ = mean_ablated_metric(model, task, [h for h in everything if h not in keep])
     empty = mean_ablated_metric(model, task, everything)
-    why = guard(full, sd, "the full model's metric")
-    why_norm = guard(full - empty, sd, "full − empty")
+    why = guard(full, sd, "the full model's metric", guard_frac)
+    why_norm = guard(full - empty, sd, "full − empty", guard_frac)
     return {"full": full, "circuit": circ, "empty": empty, "spread": sd,
             "faithfulness": float("nan") if why else circ / full,
             "faithfulness_norm": float("nan") if why_norm else (circ - empty) / (full - empty),

@@ -11,8 +11,9 @@
 
 Both are ``(m_patched − m_base)/(m_source − m_base)`` with the base run patched from the source run, so a
 location's normalized effect is positive when it moves the metric towards the source. ``normalize=False`` gives
-the raw patched metric, as TL returns it. A normalization whose denominator is below 10% of the metric's spread
-across prompts gives NaN values with a ``reason`` (:func:`interp.stats.guard`). Every frame carries ``direction``.
+the raw patched metric, as TL returns it. A normalization whose denominator is below ``guard_frac`` (10%) of the
+metric's spread across prompts gives NaN values with a ``reason`` (:func:`interp.stats.guard`; ``guard_frac=0``
+keeps only the zero check, for random test models whose prompts scatter widely). Every frame carries ``direction``.
 On ``k``/``v`` the head axis is the KV group, as in TL for GQA models (``head_kind = "kv_group"``).
 
 ``path_patching`` (Wang et al.): for each sender head, patch its ``z`` from the corrupted run into the clean
@@ -34,6 +35,7 @@ from interp.hooks import CaptureSpec
 from interp.intervene.run import check_batches_align, run
 from interp.intervene.values import Patch
 from interp.schema import make_frame
+from interp.stats import GUARD_FRAC
 from interp.sweep.heads import scalar, sweep_edits
 from interp.types import HeadId, KVGroup, check_direction
 from interp.types import site as site_spec
@@ -54,7 +56,7 @@ def _locations(model, s: str, by: str, n_pos: int, layers: Sequence[int]):
 
 def activation_patching(model, clean, corrupted, metric, site: str = "resid_pre", by: str = "layer_pos", *,
                         layers: Sequence[int] | None = None, normalize: bool = True, progress: bool = False,
-                        task: str = "patching", direction: str = "denoising") -> pd.DataFrame:
+                        task: str = "patching", direction: str = "denoising", guard_frac: float = GUARD_FRAC) -> pd.DataFrame:
     """Tidy frame of patching effects: one row per (layer[, head][, position]); ``metric = "patch:<site>"``,
     ``direction`` as given; ``df.attrs`` holds the clean and corrupted metric values."""
     from interp.models import model_name
@@ -78,7 +80,7 @@ def activation_patching(model, clean, corrupted, metric, site: str = "resid_pre"
     reason = ""
     if normalize:
         clean_logits = cap.logits if direction == "denoising" else run(model, a.tokens, attention_mask=a.attention_mask)
-        reason = guard(m_src - m_base, spread(metric, clean_logits), "|clean − corrupted|")
+        reason = guard(m_src - m_base, spread(metric, clean_logits), "|clean − corrupted|", guard_frac)
         if reason:
             warnings.warn(f"activation_patching: {reason}; the normalized effects are NaN", stacklevel=2)
         values = [float("nan") if reason else (v - m_base) / (m_src - m_base) for v in values]
@@ -110,7 +112,7 @@ def _receiver(model, r):
 
 def path_patching(model, clean, corrupted, metric, receivers="logits", senders: Sequence[HeadId] | None = None, *,
                   positions: Sequence[int] | None = None, freeze_mlps: bool = False, progress: bool = False,
-                  task: str = "path_patching") -> pd.DataFrame:
+                  task: str = "path_patching", guard_frac: float = GUARD_FRAC) -> pd.DataFrame:
     """One row per sender head: ``path_patch`` = ``(m − m_clean)/(m_corrupt − m_clean)`` (§8) and
     ``path_patch_rel`` = ``(m − m_clean)/m_clean`` (the IOI paper's relative change). Path patching is noising
     (the sender's corrupted output goes into the clean run): ``direction = "noising"`` on every row. A ratio whose
@@ -135,7 +137,7 @@ def path_patching(model, clean, corrupted, metric, receivers="logits", senders: 
     _, cap_bad = run(model, b.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=b.attention_mask)
     m_clean, m_bad = scalar(metric(cap_clean.logits)), scalar(metric(run(model, b.tokens, attention_mask=b.attention_mask)))
     sd = spread(metric, cap_clean.logits)
-    why, why_rel = guard(m_bad - m_clean, sd, "|clean − corrupted|"), guard(m_clean, sd, "the clean metric")
+    why, why_rel = guard(m_bad - m_clean, sd, "|clean − corrupted|", guard_frac), guard(m_clean, sd, "the clean metric", guard_frac)
 
     def step1(h: HeadId) -> list:
         edits = [Patch("z", h.layer, h.head, pos, source=cap_bad)]
