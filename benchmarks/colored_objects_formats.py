@@ -16,19 +16,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def last_logits(model, texts: list[str], batch: int) -> "torch.Tensor":
-    """``[n d_vocab]`` logits at the last token (the lm head runs on that position only)."""
+    """``[n 1 d_vocab]`` logits at the last token. The prompts' common token prefix (a format's fixed solved
+    examples) runs once; its keys and values are reused by every batch, and the lm head runs on the last position."""
+    import copy
+
     import torch
 
     from interp.inputs import to_batch
     from interp.intervene.hf import plain
 
+    toks = to_batch(model, texts).tokens  # one length: colored_objects refuses prompts that would need padding
+    common = int((toks == toks[:1]).all(0).long().cumprod(0).sum())
+    p = max(0, min(common, toks.shape[1] - 1))
     out = []
     with torch.no_grad(), plain(model) as hf:
+        prefix = hf.model(input_ids=toks[:1, :p], use_cache=True).past_key_values if p else None
         for i in range(0, len(texts), batch):
-            b = to_batch(model, texts[i:i + batch])
-            h = hf.model(input_ids=b.tokens, attention_mask=b.attention_mask, use_cache=False).last_hidden_state
+            rows = toks[i:i + batch]
+            cache = None
+            if prefix is not None:
+                cache = copy.deepcopy(prefix)
+                cache.batch_repeat_interleave(rows.shape[0])
+            h = hf.model(input_ids=rows[:, p:], past_key_values=cache, use_cache=cache is not None).last_hidden_state
             out.append(hf.lm_head(h[:, -1:]).float().cpu())
-    return torch.cat(out)  # [n 1 d_vocab]
+    return torch.cat(out)
 
 
 def measure(model, name: str, n: int, seed: int, batch: int, corrupted: bool = True) -> dict:
@@ -39,9 +50,10 @@ def measure(model, name: str, n: int, seed: int, batch: int, corrupted: bool = T
 
     data = colored_objects(model, n, seed=seed, format=name)
     metric = type(data.metric)(data.metric.io, data.metric.s, torch.zeros(n, dtype=torch.long))
-    clean = last_logits(model, data.clean, batch)
+    both = last_logits(model, data.clean + (data.corrupted if corrupted else []), batch)
+    clean = both[:n]
     ld = metric.per_prompt(clean)
-    ld_bad = metric.per_prompt(last_logits(model, data.corrupted, batch)) if corrupted else torch.full((n,), float("nan"))
+    ld_bad = metric.per_prompt(both[n:]) if corrupted else torch.full((n,), float("nan"))
     pred = clean[:, 0, data.label_ids].argmax(-1)
     acc = rate_of((pred == data.answer_index).tolist(), list(data.answer), chance=1 / len(COLORS))
     m, mb = mean_ci(ld.tolist()), mean_ci(ld_bad.tolist())

@@ -46,16 +46,21 @@ OPTIONS = "Options: " + ", ".join(c.title() for c in COLORS) + "."
 
 @dataclass(frozen=True)
 class Format:
-    """A prompt format: ``shots`` solved examples, the options listed after each question, the chat template."""
+    """A prompt format: ``shots`` solved examples, the options listed after each question, the chat template;
+    ``fixed``: one set of solved examples shared by every prompt (a fixed few-shot prefix, as BIG-Bench builds
+    its prompts; an evaluation can then reuse the prefix's keys and values), else new examples per prompt."""
 
     shots: int = 1
     options: bool = False
     chat: bool = False
+    fixed: bool = False
+    cloze: bool = False  # the answer is a sentence, "A: The pen is orange", and the label the lower-case " orange"
 
 
-FORMATS = {"1shot": Format(1), "3shot": Format(3), "5shot": Format(5), "3shot-options": Format(3, options=True),
-           "5shot-options": Format(5, options=True), "chat-1shot": Format(1, chat=True), "chat-3shot": Format(3, chat=True),
-           "chat-3shot-options": Format(3, options=True, chat=True)}
+FORMATS = {"1shot": Format(1), "3shot": Format(3, fixed=True), "5shot": Format(5, fixed=True),
+           "5shot-options": Format(5, options=True, fixed=True), "chat-5shot": Format(5, chat=True, fixed=True),
+           "chat-5shot-options": Format(5, options=True, chat=True, fixed=True), "1shot-cloze": Format(1, cloze=True),
+           "3shot-cloze": Format(3, cloze=True, fixed=True), "chat-3shot-cloze": Format(3, chat=True, fixed=True, cloze=True)}
 DEFAULT_FORMAT = "1shot"
 
 
@@ -77,7 +82,20 @@ def _question(parts: dict, obj: str, fmt: Format) -> str:
     return f"{text}\n{OPTIONS}" if fmt.options else text
 
 
-def _render(tok, shots: list[tuple[str, str]], query: str, fmt: Format) -> str:
+def _shots(rng: random.Random, objects: list[str], fmt: Format) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(fmt.shots):
+        parts, objs, cols, q = _scene(rng, objects, list(COLORS))
+        out.append((_question(parts, objs[q], fmt), _lead(objs[q], fmt) + (f" {cols[q]}" if fmt.cloze else cols[q].title())))
+    return out
+
+
+def _lead(obj: str, fmt: Format) -> str:
+    """What the answer line says before the color: "The pen is" in a cloze format, nothing otherwise."""
+    return f"The {obj} is" if fmt.cloze else ""
+
+
+def _render(tok, shots: list[tuple[str, str]], query: str, fmt: Format, lead: str = "") -> str:
     """The prompt text: solved ``(question, Answer)`` shots, then the query awaiting its answer."""
     if fmt.chat:
         msgs = []
@@ -85,8 +103,8 @@ def _render(tok, shots: list[tuple[str, str]], query: str, fmt: Format) -> str:
             msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": f"A: {a}"}]
         msgs.append({"role": "user", "content": query})
         # the assistant turn is opened with "A:" so the answer is " Red" as in the plain formats (SmolLM2 splits a bare "Orange")
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + "A:"
-    return "".join(f"Q: {q}\nA: {a}\n" for q, a in shots) + f"Q: {query}\nA:"
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + "A:" + lead
+    return "".join(f"Q: {q}\nA: {a}\n" for q, a in shots) + f"Q: {query}\nA:" + lead
 
 
 @dataclass(frozen=True)
@@ -124,21 +142,20 @@ def colored_objects(model, n: int = 100, *, seed: int = 0, format: str | None = 
     fmt = resolve_format(format)
     tok = model.tokenizer
     color_ids = single_tokens(tok, COLORS, "color")
-    label_ids = single_tokens(tok, [c.title() for c in COLORS], "color label")
+    label_ids = color_ids if fmt.cloze else single_tokens(tok, [c.title() for c in COLORS], "color label")
     objects = list(single_tokens(tok, OBJECTS, "object", strict=False))
     if len(objects) < 4:
         raise InputError(f"only {len(objects)} of the {len(OBJECTS)} objects are single tokens for this tokenizer; "
                          "Colored Objects needs at least 4")
     rng = random.Random(seed)
     rows = []
+    fixed = _shots(rng, objects, fmt) if fmt.fixed else None
     for _ in range(n):
-        shots = []
-        for _ in range(fmt.shots):
-            parts, objs, cols, q = _scene(rng, objects, list(COLORS))
-            shots.append((_question(parts, objs[q], fmt), cols[q].title()))
+        shots = fixed or _shots(rng, objects, fmt)
         parts, objs, cols, q = _scene(rng, objects, list(COLORS))
         other = rng.choice([i for i in range(3) if i != q])
-        clean, cf = (_render(tok, shots, _question(parts, objs[i], fmt), fmt) for i in (q, other))
+        clean, cf = (_render(tok, shots, _question(parts, objs[i], fmt), fmt, " " + _lead(objs[i], fmt) if fmt.cloze else "")
+                     for i in (q, other))
         rows.append((clean, cf, cols[q], cols[other], objs[q], [c for i, c in enumerate(cols) if i != q]))
     clean = [r[0] for r in rows]
     batch = to_batch(model, clean)
@@ -151,17 +168,18 @@ def colored_objects(model, n: int = 100, *, seed: int = 0, format: str | None = 
     positions = {"end": end, "io": [], "s1": [], "s2": [], "wrong1": [], "wrong2": []}
     for b, (_, _, col, _, obj, wrong) in enumerate(rows):
         row = tokens[b].tolist()
-        s2 = _last(row, obj_ids[obj], len(row))  # the queried object in the question (no object follows it)
+        # the queried object in the question: no object follows it, except a cloze's "The <object> is" at the end
+        s2 = _last(row, obj_ids[obj], len(row) - (2 if fmt.cloze else 0))
         positions["s2"].append(s2)
         positions["s1"].append(_last(row, obj_ids[obj], s2))
         positions["io"].append(_last(row, color_ids[col], s2))
         positions["wrong1"].append(_last(row, color_ids[wrong[0]], s2))
         positions["wrong2"].append(_last(row, color_ids[wrong[1]], s2))
     positions = {k: torch.as_tensor(v) for k, v in positions.items()}
-    metric = LogitDiff(torch.tensor([label_ids[r[2].title()] for r in rows]),
-                       torch.tensor([label_ids[r[3].title()] for r in rows]), end)
+    key = (lambda c: c) if fmt.cloze else str.title
+    metric = LogitDiff(torch.tensor([label_ids[key(r[2])] for r in rows]), torch.tensor([label_ids[key(r[3])] for r in rows]), end)
     return ColoredObjectsData(clean, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], metric,
-                              torch.tensor([label_ids[c.title()] for c in COLORS]),
+                              torch.tensor([label_ids[key(c)] for c in COLORS]),
                               torch.tensor([color_ids[c] for c in COLORS]),
                               torch.tensor([COLORS.index(r[2]) for r in rows]), positions)
 
