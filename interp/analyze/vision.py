@@ -394,11 +394,14 @@ def image_centric(segment_mass: torch.Tensor, names: Sequence[str], *, rho: floa
 
 
 # --------------------------------------------------------------------------------------------- evaluation
-def answer_frame(model, its: Sequence[Item], preds: Sequence[str], condition: str, task: str = "shapes") -> pd.DataFrame:
+def answer_frame(model, its: Sequence[Item], preds: Sequence[str], condition: str, task: str = "shapes",
+                 summary_kinds: Sequence[str] | None = None) -> pd.DataFrame:
     """Tidy per-kind accuracy, trap hallucination rate and trap accuracy for one condition. Every rate row carries
     :data:`interp.stats.RATE_COLUMNS`: its n, 95% Wilson interval, majority-class baseline (always giving the most
     frequent true answer; for a hallucination rate, NaN) and chance (1 / options); ``metric = "answer_share"`` rows
-    give the share of each answer given (``prompt_id = "<kind>:<answer>"``), e.g. how often existence says Yes."""
+    give the share of each answer given (``prompt_id = "<kind>:<answer>"``), e.g. how often existence says Yes.
+    The summary row (``prompt_id = "all"``) pools the ``summary_kinds`` (default: every kind); a kind the model
+    does not answer better than its majority baseline (:func:`below_baseline`) should be left out of it."""
     from interp.stats import rate_of
 
     rows = []
@@ -417,8 +420,9 @@ def answer_frame(model, its: Sequence[Item], preds: Sequence[str], condition: st
                  {"metric": "chance", "value": chance, "prompt_id": kind},
                  {"metric": "n", "value": float(len(d)), "prompt_id": kind}]
         rows += [row("answer_share", f"{kind}:{a}", d.pred == a) for a in shapes.OPTIONS[kind] if (d.pred == a).any()]
-    if len(ordinary):
-        rows.append(row("accuracy", "all", ordinary.correct))
+    pooled = ordinary if summary_kinds is None else ordinary[ordinary.kind.isin(list(summary_kinds))]
+    if len(pooled):
+        rows.append(row("accuracy", "all", pooled.correct))
     traps = df[df.trap]
     if len(traps):
         rows += [row("hallucination_rate", "trap", traps.prior_answer), row("trap_accuracy", "trap", traps.correct, list(traps.answer))]
@@ -428,6 +432,15 @@ def answer_frame(model, its: Sequence[Item], preds: Sequence[str], condition: st
     if len(positives):  # the matched "Is there a <true color> square?" questions: a model that always says No fails these
         rows.append(row("trap_positive_accuracy", "trap", positives.correct, list(positives.answer)))
     return make_frame(pd.DataFrame(rows).assign(model=_name(model), task=task, layer=-1, head=-1, condition=condition))
+
+
+def below_baseline(frame: pd.DataFrame) -> list[str]:
+    """Question kinds whose accuracy in an :func:`answer_frame` does not beat their majority-class baseline
+    (answering the most frequent true answer every time); e.g. count when the held-out answers are mostly 0."""
+    acc = frame[(frame["metric"] == "accuracy") & (frame["prompt_id"] != "all")]
+    if "majority" not in acc.columns:
+        return []
+    return sorted(str(k) for k, v, m in zip(acc["prompt_id"], acc["value"], acc["majority"]) if m == m and v <= m)
 
 
 def chair_frame(model, captions: Sequence[str], objects: Sequence[tuple], condition: str, task: str = "shapes") -> pd.DataFrame:
@@ -475,4 +488,4 @@ def eval_sets(seed: int = 1000, n_ordinary: int = 60, n_trap: int = 40, n_captio
 
 __all__ = ["vlm_stats", "image_embeds", "text_only", "head_results", "items", "Item", "option_ids", "predict", "vhd",
            "answer_step_vhd", "t_vhd", "top_heads", "caption_t_vhd", "answer_attention", "sink_dims", "scan_sinks", "SinkScan", "image_centric", "rms_abs",
-           "hidden_states", "answer_frame", "chair_frame", "baseline_answers", "eval_sets", "batches", "last_index"]
+           "hidden_states", "answer_frame", "below_baseline", "chair_frame", "baseline_answers", "eval_sets", "batches", "last_index"]
