@@ -37,12 +37,14 @@ averaged over the first ``attn_prompts`` clean prompts. The copy score (Wang et 
 **Faithfulness**: the metric with every head outside the circuit mean-ablated (per-position means of ``z`` over
 the corrupted prompts of the same template), divided by the full model's; ``faithfulness_norm`` also
 subtracts the metric with every head ablated. Either is NaN, with a reason, when its denominator is below 10% of
-the metric's spread across prompts (:func:`interp.stats.guard`); so is discovery refused when
-``|m_clean − m_corrupt|`` is (every normalized path-patching effect would divide by noise).
+the metric's spread across prompts (:func:`interp.stats.guard`). When ``|m_clean − m_corrupt|`` is, every
+normalized path-patching effect divides by noise: discovery still ranks the senders (the order does not depend on
+the denominator) but warns, and ``info["warning"]`` and a ``warning`` column on the stage rows say why.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -258,10 +260,12 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
     m_clean, m_bad = scalar(task.metric(cap_clean.logits)), scalar(task.metric(cap_bad.logits))
     from interp.stats import guard, spread
 
+    if abs(m_clean - m_bad) < 1e-12:
+        raise InputError(f"the metric is the same on clean and corrupted prompts ({m_clean:.4g}); path patching needs them to differ")
     why = guard(m_clean - m_bad, spread(task.metric, cap_clean.logits), "|clean − corrupted|", params.guard_frac)
-    if why:
-        raise InputError(f"circuit discovery on {task.name}: metric clean {m_clean:.4g}, corrupted {m_bad:.4g}; {why}")
-    info = {"metric_clean": m_clean, "metric_corrupt": m_bad, "prompts": len(task), "stages": [], "exact_runs": 0,
+    if why:  # the ranking of senders does not depend on the denominator, so discovery goes on, flagged
+        warnings.warn(f"circuit discovery on {task.name}: metric clean {m_clean:.4g}, corrupted {m_bad:.4g}; {why}", stacklevel=2)
+    info = {"metric_clean": m_clean, "metric_corrupt": m_bad, "warning": why, "prompts": len(task), "stages": [], "exact_runs": 0,
             "exact_runs_saved": 0, "forward_equiv": 2.0, "timings": {}}
     frames = []
     scores = None
@@ -290,7 +294,7 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
                                                     max_rows=params.max_rows, progress=progress, caches=(cap_clean, cap_bad))
             rows = [{"layer": h.layer, "head": h.head, "metric": "path_patch", "value": (v - m_clean) / (m_bad - m_clean),
                      "condition": f"stage{stage}", "direction": "noising"} for h, v in zip(cands, values)]
-            df = make_frame(pd.DataFrame(rows).assign(model=name, task=task.name))
+            df = make_frame(pd.DataFrame(rows).assign(model=name, task=task.name, **({"warning": why} if why else {})))
             df["forward_equiv"] = cost
             return df
 

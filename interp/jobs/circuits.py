@@ -78,6 +78,9 @@ def _intro(config: CircuitsConfig, info: dict) -> str:
         for key in ("reason", "reason_norm"):
             if f.get(key):
                 faith += f"</p><p><b>Warning:</b> {html.escape(str(f[key]))}."
+    if info.get("warning"):
+        faith += (f"</p><p><b>Warning:</b> {html.escape(str(info['warning']))}; the path-patching effects below are "
+                  "normalized by that gap, so read them as a ranking, not as fractions of the behaviour.")
     return (f"<p>{html.escape(config.task)}, {info['prompts']} prompts; metric clean {info['metric_clean']:.3f}, corrupted "
             f"{info['metric_corrupt']:.3f}. Exact path-patching runs: {info['exact_runs']} (pruning by AtP* saved "
             f"{info['exact_runs_saved']}); about {info['forward_equiv']:.0f} forward passes of the prompt batch.{faith}</p>")
