@@ -55,27 +55,36 @@ def repair_edits(heads: Sequence[HeadId], wrong: Sequence[torch.Tensor], n_keys:
     return [SetPattern(h, (-1,), w) for h in heads]
 
 
-def _evaluate(model, data, edits, movers: Sequence[HeadId]) -> dict:
-    spec = CaptureSpec(sites=("pattern",), layers=tuple(sorted({h.layer for h in movers}))) if movers else None
-    out = run(model, data.clean, edits, capture=spec) if spec else (run(model, data.clean, edits), None)
-    logits, cap = out
+def _evaluate(model, data, heads, wrong, n_keys: int, movers: Sequence[HeadId], chunk: int = 16) -> dict:
+    """Accuracy (with its interval), mean logit difference (with its t interval) and the movers' attention, over
+    prompt chunks (a full batch's logits over the vocabulary would not fit: 200 prompts × 187 tokens × 49k)."""
     from interp.stats import mean_ci, rate_of
 
-    pred = data.predictions(logits)
+    spec = CaptureSpec(sites=("pattern",), layers=tuple(sorted({h.layer for h in movers}))) if movers else None
+    last, right, wrong_mass = [], [], []
+    p = data.positions
+    for i in range(0, len(data), chunk):
+        idx = torch.arange(i, min(i + chunk, len(data)))
+        edits = repair_edits(heads, [w[idx] for w in wrong], n_keys) if heads else []
+        texts = [data.clean[int(j)] for j in idx]
+        logits, cap = run(model, texts, edits, capture=spec) if spec else (run(model, texts, edits), None)
+        b = torch.arange(len(idx))
+        last.append(logits[b, p["end"][idx].to(logits.device)].float().cpu())  # [chunk d_vocab]
+        if cap is not None:
+            for h in movers:
+                A = cap["pattern", h.layer][:, h.head].float().cpu()  # [chunk query_pos key_pos]
+                e = p["end"][idx]
+                right.append(A[b, e, p["io"][idx]])
+                wrong_mass.append(A[b, e, p["wrong1"][idx]] + A[b, e, p["wrong2"][idx]])
+    last = torch.cat(last)  # [batch d_vocab]
+    pred = last[:, data.label_ids].argmax(-1)
     acc = rate_of((pred == data.answer_index).tolist(), list(data.answer), chance=1 / len(data.label_ids))
-    ld = mean_ci(data.metric.per_prompt(logits).float().cpu().tolist())
-    res = {"accuracy": (acc.rate, acc.columns()),
-           "logit_diff": (ld.mean, {"n": ld.n, "low": ld.low, "high": ld.high})}
-    if cap is not None:
-        b = torch.arange(len(data))
-        p = data.positions
-        right, wrong = [], []
-        for h in movers:
-            A = cap["pattern", h.layer][:, h.head].float()  # [batch query_pos key_pos]
-            right.append(A[b, p["end"], p["io"]].mean())
-            wrong.append((A[b, p["end"], p["wrong1"]] + A[b, p["end"], p["wrong2"]]).mean())
-        res["mover_attn_right"] = (float(torch.stack(right).mean()), {})
-        res["mover_attn_wrong"] = (float(torch.stack(wrong).mean()), {})
+    rows = torch.arange(len(data))
+    ld = mean_ci((last[rows, data.metric.io] - last[rows, data.metric.s]).tolist())
+    res = {"accuracy": (acc.rate, acc.columns()), "logit_diff": (ld.mean, {"n": ld.n, "low": ld.low, "high": ld.high})}
+    if right:
+        res["mover_attn_right"] = (float(torch.cat(right).mean()), {})
+        res["mover_attn_wrong"] = (float(torch.cat(wrong_mass).mean()), {})
     return res
 
 
@@ -105,7 +114,7 @@ def repair_experiment(model, data, inhibition: Sequence[HeadId], negative: Seque
 
 
 def _condition_frame(model, data, heads, wrong, n_keys, movers, name: str, seed) -> pd.DataFrame:
-    res = _evaluate(model, data, repair_edits(heads, wrong, n_keys) if heads else [], movers)
+    res = _evaluate(model, data, heads, wrong, n_keys, movers)
     return pd.DataFrame([{"layer": -1, "head": -1, "metric": k, "value": v, "condition": name, **cols,
                           **({"seed": seed} if seed is not None else {}), "heads": " ".join(str(h) for h in heads)}
                          for k, (v, cols) in res.items()])
