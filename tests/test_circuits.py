@@ -193,6 +193,30 @@ def test_ioi_logit_difference_positive_on_90_percent(smollm2):
 
 
 @pytest.mark.smollm
+def test_colored_objects_formats_align_and_name_the_right_tokens(smollm2):
+    """Every format: clean and counterfactual prompts tokenize to one length; the named positions hold the queried
+    object (s1 in the list, s2 in the question), the answer color (io) and the two wrong colors; 1shot is the paper's
+    template; the counterfactual asks about another listed object."""
+    from interp.inputs import to_batch
+    from interp.tasks.colored_objects import COLORS, FORMATS, colored_objects
+
+    tok = smollm2.tokenizer
+    for name in FORMATS:
+        d = colored_objects(smollm2, 3, seed=4, format=name)
+        clean, bad = to_batch(smollm2, d.clean).tokens, to_batch(smollm2, d.corrupted).tokens
+        assert clean.shape == bad.shape, name
+        for b in range(3):
+            word = lambda k: tok.decode([int(clean[b, d.positions[k][b]])]).strip()  # noqa: E731
+            obj = d.clean[b].rsplit("What color is the ", 1)[1].split("?")[0]
+            assert word("s1") == word("s2") == obj and word("io") == d.answer[b], name
+            assert {word("wrong1"), word("wrong2")} | {word("io")} <= set(COLORS) and len({word("wrong1"), word("wrong2"), word("io")}) == 3
+            assert (clean[b] != bad[b]).sum() >= 1 and d.counterfactual[b] != d.answer[b]
+            assert int(d.metric.io[b]) == int(d.label_ids[COLORS.index(d.answer[b])])
+    one = colored_objects(smollm2, 1, seed=0, format="1shot").clean[0]
+    assert one.startswith("Q: On the ") and one.endswith("?\nA:") and one.count("\nA: ") == 1
+
+
+@pytest.mark.smollm
 @pytest.mark.slow
 def test_colored_objects_accuracy_above_chance(smollm2):
     import interp

@@ -111,7 +111,8 @@ def ioi_task(model, n: int, seed: int = 0) -> CircuitTask:
 
 
 def colored_objects_task(model, n: int, seed: int = 0) -> CircuitTask:
-    """Colored Objects (mindiff counterfactual); the copy pairs read " red" and write " Red"."""
+    """Colored Objects (mindiff counterfactual) in the default format (:data:`interp.tasks.colored_objects.DEFAULT_FORMAT`);
+    the copy pairs read a color (" red") and write its label (" Red", or " red" in a cloze format)."""
     from interp.tasks.colored_objects import colored_objects
 
     data = colored_objects(model, n, seed=seed)

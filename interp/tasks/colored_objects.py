@@ -61,7 +61,9 @@ FORMATS = {"1shot": Format(1), "3shot": Format(3, fixed=True), "5shot": Format(5
            "5shot-options": Format(5, options=True, fixed=True), "chat-5shot": Format(5, chat=True, fixed=True),
            "chat-5shot-options": Format(5, options=True, chat=True, fixed=True), "1shot-cloze": Format(1, cloze=True),
            "3shot-cloze": Format(3, cloze=True, fixed=True), "chat-3shot-cloze": Format(3, chat=True, fixed=True, cloze=True)}
-DEFAULT_FORMAT = "1shot"
+# chat-3shot-cloze, 400 prompts (seed 1): mean logit difference 0.222 [0.081, 0.362], top-1 accuracy 0.392
+# [0.346, 0.441] (majority 0.155, chance 0.125); the paper's 1shot: 0.192 [0.035, 0.349], 0.290 [0.248, 0.336]
+DEFAULT_FORMAT = "chat-3shot-cloze"
 
 
 def _article(word: str) -> str:
