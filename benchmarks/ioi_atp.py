@@ -65,8 +65,11 @@ def main(argv=None):
     model = interp.load_model("smollm2-135m")
     d = ioi(model, a.prompts, seed=0)
     logits = interp.run(model, d.clean)
-    print(f"IOI, {a.prompts} prompts (5 templates, ABBA/BABA): logit difference {float(d.metric(logits)):.3f}, "
-          f"accuracy {d.accuracy(logits):.3f}; pABC corrupted LD {float(d.metric(interp.run(model, d.corrupted))):.3f}")
+    from interp.stats import mean_ci, rate
+
+    acc = rate(round(d.accuracy(logits) * a.prompts), a.prompts)
+    print(f"IOI, {a.prompts} prompts (5 templates, ABBA/BABA): logit difference {mean_ci(d.metric.per_prompt(logits).tolist())}, "
+          f"accuracy {acc}; pABC corrupted LD {float(d.metric(interp.run(model, d.corrupted))):.3f}", flush=True)
     c = ioi(model, a.compare_prompts, seed=1)
     top = lambda v: [f"L{i // 9}H{i % 9}" for i in np.argsort(-np.abs(v))[:10]]  # noqa: E731
     vals = {}
