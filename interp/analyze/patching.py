@@ -79,8 +79,10 @@ def activation_patching(model, clean, corrupted, metric, site: str = "resid_pre"
     m_clean, m_corrupt = (m_src, m_base) if direction == "denoising" else (m_base, m_src)
     reason = ""
     if normalize:
-        clean_logits = cap.logits if direction == "denoising" else run(model, a.tokens, attention_mask=a.attention_mask)
-        reason = guard(m_src - m_base, spread(metric, clean_logits), "|clean − corrupted|", guard_frac)
+        sd = float("nan")
+        if hasattr(metric, "per_prompt"):  # the prompts' scatter on the clean run (noising: one more clean forward)
+            sd = spread(metric, cap.logits if direction == "denoising" else run(model, a.tokens, attention_mask=a.attention_mask))
+        reason = guard(m_src - m_base, sd, "|clean − corrupted|", guard_frac)
         if reason:
             warnings.warn(f"activation_patching: {reason}; the normalized effects are NaN", stacklevel=2)
         values = [float("nan") if reason else (v - m_base) / (m_src - m_base) for v in values]
