@@ -1,8 +1,11 @@
-"""Held-out evaluation of the shipped tinyvlm: accuracy per question type (with chance), the trap-set
-hallucination rate and CHAIR-style caption rates.
+"""Held-out evaluation of the shipped tinyvlm: accuracy per question type with its n, 95% Wilson interval,
+majority-class baseline and chance; the count confusion matrix and the share of each answer (how often
+existence says "Yes"); the trap-set hallucination rate and CHAIR-style caption rates.
 
     python benchmarks/eval_tinyvlm.py                 # 200 ordinary scenes, 100 trap scenes, 40 captions
     python benchmarks/eval_tinyvlm.py --subset        # the fixed subset the test checks (12 / 6 scenes)
+    python benchmarks/eval_tinyvlm.py --kinds count,exist --trap 0 --captions 0   # counting and existence only
+    python benchmarks/eval_tinyvlm.py --weights DIR   # other weights (e.g. a new training run) on the same sets
 """
 from __future__ import annotations
 
@@ -26,7 +29,14 @@ def main(argv=None) -> None:
     ap.add_argument("--captions", type=int, default=40)
     ap.add_argument("--subset", action="store_true", help="the test's fixed subset: 12 ordinary, 6 trap scenes, no captions")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kinds", default="color,shape,count,exist", help="ordinary question kinds to ask")
+    ap.add_argument("--weights", default=None, help="a directory with vision.safetensors (default: the shipped weights)")
     args = ap.parse_args(argv)
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    if not kinds or any(k not in ("color", "shape", "count", "exist") for k in kinds) or min(args.ordinary, args.trap + 1, args.captions + 1) < 1:
+        print("eval_tinyvlm.py: error: --kinds takes color,shape,count,exist; --ordinary must be at least 1, --trap and "
+              "--captions at least 0", file=sys.stderr)
+        raise SystemExit(2)
     if args.subset:
         args.ordinary, args.trap, args.captions = 12, 6, 0
     torch.set_num_threads(args.threads)
@@ -37,9 +47,14 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     m = interp.load_model("tinyvlm")
-    ordinary, traps, caps = V.eval_sets(args.seed, args.ordinary, args.trap, max(args.captions, 1))
-    its = V.items(m, ordinary, kinds=("color", "shape", "count", "exist")) + V.items(m, traps)
-    frames = [V.answer_frame(m, its, V.baseline_answers(m, its), "baseline")]
+    if args.weights:
+        from interp.models.tinyvlm import load_vision_weights
+
+        load_vision_weights(m, Path(args.weights))
+    ordinary, traps, caps = V.eval_sets(args.seed, args.ordinary, max(args.trap, 1), max(args.captions, 1))
+    its = V.items(m, ordinary, kinds=kinds) + (V.items(m, traps) if args.trap else [])
+    preds = V.baseline_answers(m, its)
+    frames = [V.answer_frame(m, its, preds, "baseline")]
     if args.captions:
         cap_items = V.items(m, caps[: args.captions], kinds=("caption",))
         out = evaluate(m, [], cap_items, lambda i, ref: None)
@@ -47,8 +62,15 @@ def main(argv=None) -> None:
         for text, item in list(zip(out.captions, cap_items))[:3]:
             print(f"caption: {text!r}  truth: {shapes_caption(item)!r}")
     df = pd.concat(frames)
-    wide = df.pivot_table(index="prompt_id", columns="metric", values="value")
-    print(wide.round(3).to_string())
+    rates = df[df["metric"].isin(["accuracy", "hallucination_rate", "trap_accuracy", "trap_positive_accuracy", "chair_i", "chair_s"])]
+    cols = [c for c in ("metric", "prompt_id", "value", "n", "low", "high", "majority", "chance", "small_n") if c in rates.columns]
+    print(rates[cols].round(3).to_string(index=False))
+    shares = df[df["metric"] == "answer_share"]
+    print("\nshare of each answer given:\n" + shares[["prompt_id", "value", "n"]].round(3).to_string(index=False))
+    counts = [(it.answer, p) for it, p in zip(its, preds) if it.kind == "count" and it.group == "ordinary"]
+    if counts:
+        cm = pd.crosstab(pd.Series([a for a, _ in counts], name="true"), pd.Series([p for _, p in counts], name="answered"))
+        print("\ncount confusion matrix (rows: true count, columns: answer):\n" + cm.to_string())
     print(f"\n{len(its)} questions, {args.captions} captions, {time.perf_counter() - t0:.0f} s")
 
 

@@ -103,7 +103,8 @@ def stage_align(model, tok, args, rng_seed: int) -> list[float]:
     return losses
 
 
-def conversation(tok, sample, rng: random.Random, n_img: int, img_id: int) -> tuple[list[int], list[int]]:
+def conversation(tok, sample, rng: random.Random, n_img: int, img_id: int,
+                 balance_counts: bool = True) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 outside answers) of a 1-3 turn conversation about one image. Besides the
     scene's ordinary questions it may ask a second existence question, of the other polarity (its "No" shares a
     word with a present object half the time): existence is the one kind the frozen LM cannot answer by copying
@@ -111,6 +112,8 @@ def conversation(tok, sample, rng: random.Random, n_img: int, img_id: int) -> tu
     exist = [q for q in sample.questions if q.kind == "exist"]
     flip = "No" if exist and exist[0].answer == "Yes" else "Yes"
     qs = [*sample.questions, shapes.other_exist_question(sample.objects, rng, flip)]
+    if balance_counts:  # the scene's own count question is 0 most of the time; draw its answer uniformly instead
+        qs = [shapes.balanced_count_question(sample.objects, rng) if q.kind == "count" else q for q in qs]
     rng.shuffle(qs)
     qs = qs[: rng.randint(1, 3)]
     ids, labels = [], []
@@ -138,7 +141,7 @@ def stage_lm(model, tok, args, rng_seed: int, deadline: float, ckpt=None) -> tup
             print(f"time budget reached after {step} LM steps", flush=True)
             break
         batch = shapes.dataset(rng_seed * 7_919 + step, args.lm_batch, prefix="t")
-        convs = [conversation(tok, s, rng, n_img, img_id) for s in batch]
+        convs = [conversation(tok, s, rng, n_img, img_id, not args.no_balance_counts) for s in batch]
         n = max(len(i) for i, _ in convs)
         ids = torch.full((len(convs), n), tok.pad_token_id or 0, dtype=torch.long)
         lab = torch.full_like(ids, -100)
@@ -183,6 +186,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lm-stop-step", type=int, default=0,
                     help="stop the LM stage after this many steps, schedule unchanged (the shipped run stopped at 163 of 250 by time)")
     ap.add_argument("--ckpt-dir", type=Path, default=None, help="also save intermediate weights here")
+    ap.add_argument("--no-balance-counts", action="store_true",
+                    help="train on the scenes' own count questions (mostly 0) as the 2026-11-23 weights did")
     ap.add_argument("--tiny", action="store_true", help="a few steps of each stage (checks the loop)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -262,6 +267,7 @@ def train(args) -> None:
             "init": str(args.init) if args.init is not None else None,
             "lm": {"steps_planned": args.lm_steps, "steps_done": lm_done, "batch": args.lm_batch, "lr": args.lr_lm,
                    "align_weight": args.align_weight, "anchor_words": args.anchor_words,
+                   "balance_counts": not args.no_balance_counts,
                    "first_loss": float(np.mean(lm_losses[:10])) if lm_losses else None,
                    "final_loss": float(np.mean(lm_losses[-10:])) if lm_losses else None, "seconds": round(t2 - t1, 1)},
             "train_seconds": round(t2 - t0, 1), "prior": shapes.PRIORS, "prior_p": shapes.PRIOR_P,

@@ -293,6 +293,7 @@ def patch(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
           by: str = typer.Option("head", help="head (all positions) or head_pos"),
           prompts: int = typer.Option(20, help="number of task prompts"), seed: int = typer.Option(0),
           corruption: str = typer.Option("abc", help="abc (pABC) or flip (S2↔IO)"),
+          direction: str = typer.Option("denoising", help="denoising (clean z into the corrupted run) or noising (corrupted into clean)"),
           out: Path = typer.Option(Path("runs/patch"), help="output directory"),
           device: Optional[str] = typer.Option(None, help="cpu or cuda"),
           dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP), device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP), threads: str = typer.Option("auto", help=THREADS_HELP),
@@ -300,7 +301,7 @@ def patch(model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     """Per-head patching effects on a task → effects.parquet, report.html, run.json."""
     from interp.jobs.patch_config import PatchConfig
 
-    config = PatchConfig(task=task, method=method, by=by, prompts=prompts, seed=seed, corruption=corruption)
+    config = PatchConfig(task=task, method=method, by=by, prompts=prompts, seed=seed, corruption=corruption, direction=direction)
     _prepare("patch", model, out, config, device, threads)
     m = _load(model, device, threads, dtype, device_map)
     from interp.jobs.patch import run_patch

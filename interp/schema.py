@@ -1,8 +1,9 @@
 """The tidy long-format schema that every analyzer and intervention returns.
 
 One row per observation. Required columns: ``model, task, layer, head, metric, value``; optional:
-``position, prompt_id, condition, seed``. ``head`` is -1 for layer-level metrics. Frames from any
-analyzer concatenate, pivot and plot without reshaping.
+``position, prompt_id, condition, seed, direction, reason``. ``head`` is -1 for layer-level metrics. Frames from
+any analyzer concatenate, pivot and plot without reshaping. ``value`` is NaN only on a row whose ``reason`` says
+why it is undefined (e.g. a normalized effect whose denominator is within the noise, :func:`interp.stats.guard`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ OPTIONAL: dict[str, str] = {
     "prompt_id": "string",
     "condition": "string",
     "seed": "int64",
+    "direction": "string",
+    "reason": "string",
 }
 COLUMNS = [*REQUIRED, *OPTIONAL]
 
@@ -52,9 +55,13 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     if not pd.api.types.is_numeric_dtype(df["value"]):
         raise InputError("column 'value' must be numeric; cast metric values to float")
     vals = df["value"].to_numpy(dtype=float, na_value=np.nan)
-    if np.isnan(vals).any():
-        bad = df.loc[np.isnan(vals), "metric"].unique()[:5]
-        raise InputError(f"NaN values for metrics {list(bad)}; drop undefined observations instead of storing NaN")
+    nan = np.isnan(vals)
+    if "reason" in df.columns:  # an undefined value may stay when its row says why
+        nan &= ~df["reason"].fillna("").astype(str).str.len().gt(0).to_numpy()
+    if nan.any():
+        bad = df.loc[nan, "metric"].unique()[:5]
+        raise InputError(f"NaN values for metrics {list(bad)}; drop undefined observations instead of storing NaN "
+                         "(or give the row a 'reason')")
     for col in ("layer", "head"):
         if not pd.api.types.is_integer_dtype(df[col]):
             raise InputError(f"column {col!r} must hold integers (-1 for 'not applicable'), got dtype {df[col].dtype}")

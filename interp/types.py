@@ -9,6 +9,18 @@ from dataclasses import dataclass
 
 from interp.errors import InputError, UnknownNameError
 
+# Patching directions (activation and attribution patching, `interp patch --direction`):
+# "denoising" patches clean activations into the corrupted run (TransformerLens's get_act_patch_* convention),
+# "noising" patches corrupted activations into the clean run (AtP's c(n), path patching).
+DIRECTIONS = ("denoising", "noising")
+
+
+def check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction {direction!r} unknown; use 'denoising' (clean into the corrupted run) or "
+                         "'noising' (corrupted into the clean run)")
+    return direction
+
 
 @dataclass(frozen=True, order=True)
 class HeadId:

@@ -30,12 +30,13 @@ def test_batched_path_patching_matches_reference(tiny_llama):
     m = _toy_task(tiny_llama)
     senders = [HeadId(0, h) for h in range(6)]
     vals, clean, bad, _ = path_patch_senders(tiny_llama, m.clean, m.corrupted, m.metric, senders, [("q", 1, 2), ("v", 1, 0)])
-    ref = path_patching(tiny_llama, m.clean, m.corrupted, m.metric, receivers=[("q", HeadId(1, 2)), ("v", __import__("interp").KVGroup(1, 0))], senders=senders)
+    ref = path_patching(tiny_llama, m.clean, m.corrupted, m.metric, receivers=[("q", HeadId(1, 2)), ("v", __import__("interp").KVGroup(1, 0))],
+                        senders=senders, guard_frac=0)  # a random model: the prompts scatter more than clean − corrupted
     ref = ref[ref["metric"] == "path_patch"]["value"].to_numpy()
     ours = [(v - clean) / (bad - clean) for v in vals]
     assert torch.allclose(torch.tensor(ours), torch.tensor(ref, dtype=torch.float32), atol=1e-4)
     vals, clean, bad, _ = path_patch_senders(tiny_llama, m.clean, m.corrupted, m.metric, senders + [HeadId(1, 0)])
-    ref = path_patching(tiny_llama, m.clean, m.corrupted, m.metric, senders=senders + [HeadId(1, 0)])
+    ref = path_patching(tiny_llama, m.clean, m.corrupted, m.metric, senders=senders + [HeadId(1, 0)], guard_frac=0)
     ref = ref[ref["metric"] == "path_patch"]["value"].to_numpy()
     assert torch.allclose(torch.tensor([(v - clean) / (bad - clean) for v in vals]), torch.tensor(ref, dtype=torch.float32), atol=1e-4)
 
@@ -76,12 +77,15 @@ def test_discovery_reuse_and_repair_on_tiny(tiny_llama):
     from interp.intervene.run import run
 
     m = _toy_task(tiny_llama)
-    params = CircuitParams(n_stages=2, top_frac=0.2, min_effect=0.0, keep=4)
+    with pytest.warns(UserWarning, match="spread across prompts"):
+        flagged = discover_circuit(tiny_llama, m, CircuitParams(n_stages=1, top_frac=0.2, min_effect=0.0, keep=4))
+    assert "spread across prompts" in flagged.info["warning"]
+    params = CircuitParams(n_stages=2, top_frac=0.2, min_effect=0.0, keep=4, guard_frac=0)  # random model: no task to guard
     circ = discover_circuit(tiny_llama, m, params)
     assert set(circ.heads["stage"]) <= {1, 2} and len(circ.heads) >= 1
     assert circ.info["exact_runs"] + circ.info["exact_runs_saved"] >= 12 and circ.info["exact_runs_saved"] > 0
     assert set(circ.heads["class"]) <= set(__import__("interp.analyze.circuits").analyze.circuits.CLASSES)
-    f = faithfulness(tiny_llama, m, circ.head_ids())
+    f = faithfulness(tiny_llama, m, circ.head_ids(), guard_frac=0)
     assert set(f) >= {"full", "circuit", "empty", "faithfulness"}
     r = circuit_reuse(circ.patching, circ.patching, n_heads_total=12, top_frac=0.2)
     s = r.attrs["summary"]
@@ -98,6 +102,33 @@ def test_discovery_reuse_and_repair_on_tiny(tiny_llama):
         assert torch.allclose(row.sum(-1), torch.ones(3), atol=1e-6)
         assert (row[torch.arange(3), right] == 0).all()
         assert torch.allclose(row[torch.arange(3), wrong[0]], torch.full((3,), 0.5))
+
+
+def test_faithfulness_is_nan_with_a_reason_when_full_minus_empty_is_noise(tiny_llama, monkeypatch):
+    """Constructed case (the Colored Objects failure): the full model's metric scatters ±3 across prompts while
+    full − empty is 0.02, so faithfulness_norm would be ~(circuit − empty)/0.02; it is NaN with a reason."""
+    import interp.analyze.circuits as C
+    from interp.jobs.circuits import _intro, _no_nan
+    from interp.jobs.circuits_config import CircuitsConfig
+
+    full = torch.tensor([3.0, -2.8, 3.1, -3.0])  # mean 0.075, sd ≈ 3.5
+
+    def fake(model, task, ablate, per_prompt=False):
+        if not ablate:
+            return full if per_prompt else float(full.mean())
+        return 0.4 if len(ablate) < 12 else float(full.mean()) - 0.02
+
+    monkeypatch.setattr(C, "mean_ablated_metric", fake)
+    f = C.faithfulness(tiny_llama, _toy_task(tiny_llama), [HeadId(0, 1)])
+    assert f["faithfulness_norm"] != f["faithfulness_norm"] and "full − empty" in f["reason_norm"]
+    assert f["faithfulness"] != f["faithfulness"] and "spread across prompts" in f["reason"]
+    text = _intro(CircuitsConfig(task="ioi"), {"prompts": 4, "metric_clean": 0.1, "metric_corrupt": 0.0, "exact_runs": 1,
+                                             "exact_runs_saved": 0, "forward_equiv": 2.0, "faithfulness": f})
+    assert "Warning" in text and "undefined (NaN)" in text
+    assert _no_nan(f)["faithfulness_norm"] is None
+    full = torch.tensor([3.0, 2.8, 3.1, 3.0])  # a task the model does: the ratios are defined
+    g = C.faithfulness(tiny_llama, _toy_task(tiny_llama), [HeadId(0, 1)])
+    assert not g["reason"] and g["faithfulness"] == pytest.approx(0.4 / float(full.mean()))
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -167,6 +198,30 @@ def test_ioi_logit_difference_positive_on_90_percent(smollm2):
 
 
 @pytest.mark.smollm
+def test_colored_objects_formats_align_and_name_the_right_tokens(smollm2):
+    """Every format: clean and counterfactual prompts tokenize to one length; the named positions hold the queried
+    object (s1 in the list, s2 in the question), the answer color (io) and the two wrong colors; 1shot is the paper's
+    template; the counterfactual asks about another listed object."""
+    from interp.inputs import to_batch
+    from interp.tasks.colored_objects import COLORS, FORMATS, colored_objects
+
+    tok = smollm2.tokenizer
+    for name in FORMATS:
+        d = colored_objects(smollm2, 3, seed=4, format=name)
+        clean, bad = to_batch(smollm2, d.clean).tokens, to_batch(smollm2, d.corrupted).tokens
+        assert clean.shape == bad.shape, name
+        for b in range(3):
+            word = lambda k: tok.decode([int(clean[b, d.positions[k][b]])]).strip()  # noqa: E731
+            obj = d.clean[b].rsplit("What color is the ", 1)[1].split("?")[0]
+            assert word("s1") == word("s2") == obj and word("io") == d.answer[b], name
+            assert {word("wrong1"), word("wrong2")} | {word("io")} <= set(COLORS) and len({word("wrong1"), word("wrong2"), word("io")}) == 3
+            assert (clean[b] != bad[b]).sum() >= 1 and d.counterfactual[b] != d.answer[b]
+            assert int(d.metric.io[b]) == int(d.label_ids[COLORS.index(d.answer[b])])
+    one = colored_objects(smollm2, 1, seed=0, format="1shot").clean[0]
+    assert one.startswith("Q: On the ") and one.endswith("?\nA:") and one.count("\nA: ") == 1
+
+
+@pytest.mark.smollm
 @pytest.mark.slow
 def test_colored_objects_accuracy_above_chance(smollm2):
     import interp
@@ -223,7 +278,7 @@ def test_repair_report_figure_has_wilson_bars_and_random_draws_as_points():
 
     from interp.analyze.repair import repair_accuracy, repair_summary
     from interp.plot.circuits import repair_figure
-    from interp.stats import majority_baseline, wilson_interval
+    from interp.stats import majority_baseline, wilson
 
     rows = [("clean", None, 0.5), ("inhibition", None, 0.8), ("inhibition+negative", None, 0.9),
             ("random", 0, 0.4), ("random", 1, 0.6), ("random", 2, 0.5)]
@@ -232,8 +287,8 @@ def test_repair_report_figure_has_wilson_bars_and_random_draws_as_points():
     acc = repair_accuracy(df, 20)
     assert acc["condition"].tolist() == ["clean", "inhibition", "inhibition+negative", "random"]
     rand = acc.set_index("condition").loc["random"]
-    assert (rand["k"], rand["n"], rand["draws"]) == (30, 60, 3) and (rand["lo"], rand["hi"]) == wilson_interval(30, 60)
-    lo, hi = wilson_interval(16, 20)
+    assert (rand["k"], rand["n"], rand["draws"]) == (30, 60, 3) and (rand["lo"], rand["hi"]) == wilson(30, 60)
+    lo, hi = wilson(16, 20)
     assert lo < 0.8 < hi and abs(lo - 0.584) < 0.01 and abs(hi - 0.919) < 0.01  # the textbook Wilson interval of 16/20
     fig = repair_figure(acc, df[(df["metric"] == "accuracy") & (df["condition"] == "random")], majority_baseline("aab"))
     bars, points = fig.data

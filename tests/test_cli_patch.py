@@ -12,6 +12,7 @@ from interp.cli import main
     (["patch", "--by", "layer"], "--by 'layer' unknown"),
     (["patch", "--task", "colors"], "--task 'colors' unknown"),
     (["patch", "--prompts", "0"], "--prompts must be at least 1"),
+    (["patch", "--direction", "sideways"], "--direction 'sideways' unknown"),
     (["patch", "--model", "minilm-l6"], "needs a causal language model"),
     (["steer", "--prompt", "Hi", "--heads", "40.1"], "layer 40 out of range"),
     (["steer", "--prompt", "Hi", "--heads", "3.9"], "head 9 out of range"),
@@ -31,9 +32,11 @@ def test_bad_input_exits_2_with_one_line(args, msg, capsys, tmp_path):
 @pytest.mark.slow
 def test_patch_atp_head_pos_run(tmp_path, capsys):
     out = tmp_path / "patch"
-    main(["patch", "--method", "atp*", "--by", "head_pos", "--prompts", "2", "--out", str(out), "--quiet", "--threads", "2"])
+    main(["patch", "--method", "atp*", "--by", "head_pos", "--prompts", "2", "--out", str(out), "--quiet", "--threads", "2",
+          "--direction", "noising"])
     df = pd.read_parquet(out / "effects.parquet")
     assert {"atp:z", "atp*:q", "atp*:k"} <= set(df["metric"]) and (df["position"] >= 0).all()
+    assert (df["direction"] == "noising").all()
     html = (out / "report.html").read_text()
     assert html.count("plotly.js v") <= 1 and "Position × head" in html
     assert json.loads((out / "run.json").read_text())["verb"] == "patch"

@@ -112,10 +112,10 @@ def test_atp_oracles(llama3):
     clean, bad = _pair()
     zero = attribution_patching(llama3, clean, clean, _metric)
     assert zero["value"].abs().max() == 0  # noise == clean → ĉ = 0
-    est = attribution_patching(llama3, clean, bad, _metric, block=3)  # awkward block size
-    est2 = attribution_patching(llama3, clean, bad, _metric, block=64)
+    est = attribution_patching(llama3, clean, bad, _metric, block=3, direction="noising")  # awkward block size
+    est2 = attribution_patching(llama3, clean, bad, _metric, block=64, direction="noising")
     assert np.allclose(est["value"], est2["value"], atol=1e-7)
-    pos = attribution_patching(llama3, clean, bad, _metric, by="head_pos")
+    pos = attribution_patching(llama3, clean, bad, _metric, by="head_pos", direction="noising")
     z_pos = pos.query("metric == 'atp:z'").groupby(["layer", "head"])["value"].sum().to_numpy()
     assert np.allclose(z_pos, est.query("metric == 'atp:z'")["value"], atol=1e-6)
     # against exact noising (corrupted activation into the clean run) on this near-linear random model
@@ -128,6 +128,70 @@ def test_atp_oracles(llama3):
         assert spearmanr(a, c).correlation > 0.9
     gd = attribution_patching(llama3, clean, bad, _metric, graddrop=True, qk_fix=False)
     assert (gd.query("metric.str.startswith('atp_gd')", engine="python")["value"] >= 0).all()
+    # AtP* adds q/k rows only: the head-output estimates are the same with and without it
+    plain_z = attribution_patching(llama3, clean, bad, _metric, qk_fix=False, direction="noising").query("metric == 'atp:z'")
+    assert np.array_equal(plain_z["value"].to_numpy(), est.query("metric == 'atp:z'")["value"].to_numpy())
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_atp_sign_convention_equals_exact_in_each_direction(llama3, direction):
+    """Raw AtP estimates and exact patching effects (patched metric − base metric) agree in sign and rank in
+    both directions, and every patching frame names its direction."""
+    clean, bad = _pair()
+    exact = activation_patching(llama3, clean, bad, _metric, site="z", by="head", direction=direction, normalize=False)
+    est = attribution_patching(llama3, clean, bad, _metric, direction=direction, qk_fix=False)
+    base = exact.attrs["corrupt"] if direction == "denoising" else exact.attrs["clean"]
+    c = exact["value"].to_numpy() - base
+    a = est.query("metric == 'atp:z'")["value"].to_numpy()
+    assert spearmanr(a, c).correlation > 0.9
+    big = np.abs(c) > 0.2 * np.abs(c).max()
+    assert big.sum() >= 2 and (np.sign(a[big]) == np.sign(c[big])).all()
+    assert est.attrs["clean"] == pytest.approx(exact.attrs["clean"], abs=1e-5)
+    assert est.attrs["corrupt"] == pytest.approx(exact.attrs["corrupt"], abs=1e-5)
+    source = exact.attrs["clean"] if direction == "denoising" else exact.attrs["corrupt"]
+    assert est.attrs["scale"] == pytest.approx(source - base, abs=1e-5)
+    norm = activation_patching(llama3, clean, bad, _metric, site="z", by="head", direction=direction)
+    assert np.allclose(norm["value"], c / (source - base), atol=1e-5)
+    pp = path_patching(llama3, clean, bad, _metric, senders=[HeadId(0, 1)])
+    for df, want in ((exact, direction), (est, direction), (norm, direction), (pp, "noising")):
+        assert (df["direction"] == want).all()
+
+
+class _Scattered:
+    """A constructed metric: the logit difference plus a large per-prompt offset that cancels in the mean, so the
+    prompts scatter (sd ≈ 115) far more than the corruption moves the mean."""
+
+    def __init__(self, offsets):
+        self.offsets = torch.tensor(offsets)
+
+    def per_prompt(self, lg):
+        return lg[:, -1, 5] - lg[:, -1, 7] + self.offsets.to(lg.dtype)
+
+    def __call__(self, lg):
+        return self.per_prompt(lg).mean()
+
+
+def test_normalized_effects_are_nan_with_a_reason_when_the_denominator_is_noise(llama3):
+    from interp.stats import guard
+
+    clean, bad = _pair(b=4)
+    metric = _Scattered([100.0, -100.0, 100.0, -100.0])
+    with pytest.warns(UserWarning, match="NaN"):
+        df = activation_patching(llama3, clean, bad, metric, site="z", by="head")
+    assert df["value"].isna().all() and df["reason"].str.contains("spread across prompts").all()
+    assert (df["direction"] == "denoising").all()
+    pp = path_patching(llama3, clean, bad, metric, senders=[HeadId(1, 4)])
+    assert pp.query("metric == 'path_patch'")["value"].isna().all()
+    raw = activation_patching(llama3, clean, bad, metric, site="z", by="head", normalize=False)
+    assert raw["value"].notna().all() and "reason" not in raw.columns  # raw values need no denominator
+    fine = activation_patching(llama3, clean, bad, _metric, site="z", by="head")  # the same corruption, no scatter
+    assert fine["value"].notna().all() and "reason" not in fine.columns
+    with pytest.warns(UserWarning):
+        same = activation_patching(llama3, clean, clean, _metric, site="z", by="head")
+    assert same["reason"].str.contains("is 0").all()
+    assert guard(0.05, 1.0, "d") and not guard(0.2, 1.0, "d") and guard(0.0, float("nan"), "d")
+    with pytest.raises(InputError, match="NaN values"):
+        interp.schema.make_frame(df.drop(columns="reason"))
 
 
 def test_iti_probe_shift_oracle(llama3):

@@ -42,6 +42,31 @@ def test_training_distribution_has_the_prior():
     assert np.mean([o.color == "red" for o in objs]) > 0.85
 
 
+def test_balanced_count_questions_are_true_and_not_mostly_zero():
+    import random
+    from collections import Counter
+
+    rng = random.Random(0)
+    scenes = shapes.dataset(2, 600)
+    qs = [shapes.balanced_count_question(s.objects, rng) for s in scenes]
+    for s, q in zip(scenes, qs):
+        shape = next(k for k, v in shapes.PLURALS.items() if v in q.text)
+        assert q.answer == str(sum(o.shape == shape for o in s.objects))
+    new = Counter(q.answer for q in qs)
+    old = Counter(q.answer for s in scenes for q in s.questions if q.kind == "count")
+    assert max(new.values()) < 0.55 * len(qs) and new["0"] < 0.7 * old["0"] and new["2"] > 1.5 * old["2"]
+
+
+def test_kinds_below_their_majority_baseline_leave_the_summary():
+    import pandas as pd
+
+    from interp.analyze.vision import below_baseline
+
+    frame = pd.DataFrame({"metric": ["accuracy"] * 3, "prompt_id": ["count", "color", "all"],
+                          "value": [0.435, 0.686, 0.6], "majority": [0.655, 0.3, float("nan")]})
+    assert below_baseline(frame) == ["count"]
+
+
 def test_chair_counts_hallucinated_mentions():
     objs = (shapes.Obj("square", "red", 0, 0), shapes.Obj("circle", "blue", 1, 1))
     c = shapes.chair("A red square, a green circle and a yellow cross.", objs)

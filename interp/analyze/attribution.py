@@ -1,12 +1,19 @@
 """Attribution patching: AtP, AtP* (QK fix) and GradDrop (methods.md §13; Kramár et al. 2024).
 
-One clean forward + backward and one corrupted forward estimate, for every node at once, the effect
-``c(n) = m(clean | do(n ← n(corrupt))) − m(clean)``:
+One forward + backward of the base run and one forward of the source run estimate, for every node at once, the
+effect of patching the node from the source into the base run. ``direction="noising"`` (AtP's own convention,
+Kramár et al.): base = clean, source = corrupted, ``c(n) = m(clean | do(n ← n(corrupt))) − m(clean)``;
+``direction="denoising"`` (the default, like :func:`interp.analyze.patching.activation_patching`): base =
+corrupted, source = clean, ``c(n) = m(corrupt | do(n ← n(clean))) − m(corrupt)``. Either way the sign
+convention is exact patching's: divided by ``m_source − m_base`` an estimate reads as the normalized effect that
+``activation_patching(..., direction=...)`` computes exactly (``benchmarks/ioi_atp.py`` compares both).
 
 - **AtP** ``ĉ(n) = (n_corrupt − n_clean) · ∂m/∂n`` for ``z`` and ``q`` (query heads), ``k`` and ``v`` (KV
   groups) and ``mlp_out``; summed over the batch (the metric's own batch reduction decides the scale) and
   over positions (``by="head"``) or kept per position (``by="head_pos"``).
-- **AtP\\*** replaces the linear step through the softmax for q and k (``atp*:q``, ``atp*:k``): the affected
+- **AtP\\*** replaces the linear step through the softmax for q and k (``atp*:q``, ``atp*:k``). It changes the
+  query and key node estimates only: the head-output rows (``atp:z``) and ``atp:v`` are the same with and without
+  ``qk_fix`` (``z`` is linear in the attention output, so there is nothing to fix there). The affected
   attention rows are recomputed exactly and only ``∂m/∂A = ∂m/∂z · vᵀ`` stays linear. A key at position s
   changes only logit (t, s) of each row, so the new row is closed-form: with ``a = A_ts`` and
   ``E = e^{δ} − 1``, ``(A'_t − A_t)·D_t = (S_t + a·E·D_ts)/(1 + a·E) − S_t`` where ``S_t = A_t·D_t``.
@@ -33,6 +40,7 @@ from interp.intervene.hf import find_stack, plain
 from interp.intervene.run import check_batches_align
 from interp.schema import make_frame
 from interp.intervene.heads import scalar
+from interp.types import check_direction
 
 IMPL = "interp_atp"
 _STATE: contextvars.ContextVar["_Rec | None"] = contextvars.ContextVar("interp_atp", default=None)
@@ -193,15 +201,21 @@ def _softmax(s, vis):
 
 
 def attribution_patching(model, clean, corrupted, metric, *, by: str = "head", qk_fix: bool = True,
-                         graddrop: bool = False, block: int = 128, task: str = "atp") -> pd.DataFrame:
+                         graddrop: bool = False, block: int = 128, task: str = "atp",
+                         direction: str = "denoising") -> pd.DataFrame:
     """Tidy AtP estimates: metrics ``atp:<node>`` (z, q, k, v, mlp_out), ``atp*:q``/``atp*:k`` with
-    ``qk_fix`` and ``atp_gd:<node>`` with ``graddrop``. Values are raw metric differences; ``df.attrs`` holds the
-    clean and corrupted metric values (divide by ``corrupt − clean`` for a normalized noising effect)."""
+    ``qk_fix`` (extra q/k rows; the ``atp:z`` head rows do not change) and ``atp_gd:<node>`` with ``graddrop``.
+    Values are raw metric differences in ``direction`` (see the module docstring; a ``direction`` column says
+    which); ``df.attrs`` holds the clean and corrupted metric values and ``scale = m_source − m_base``, the
+    divisor that makes them normalized effects."""
     from interp.models import is_causal, model_name
 
+    check_direction(direction)
     if by not in ("head", "head_pos"):
         raise InputError(f"by must be 'head' or 'head_pos', got {by!r}")
     a, b = check_batches_align(model, clean, corrupted)
+    if direction == "denoising":  # the gradient is taken at the run that gets patched
+        a, b = b, a
     d, H = model.cfg.d_head, model.cfg.n_heads
     rc, rn = _Rec(a.attention_mask.bool(), True), _Rec(b.attention_mask.bool(), False)
     with _recording(model, rn) as hf:
@@ -219,8 +233,10 @@ def attribution_patching(model, clean, corrupted, metric, *, by: str = "head", q
             est["atp*:k"] = [(f[1] if by == "head_pos" else f[3][None]).float() for f in fixes]
         gd = _graddrop(model, rc, rn, m, H, d) if graddrop else {}
     rows = _rows(est, by, "atp:") + _rows(gd, by, "atp_gd:")
-    df = make_frame(pd.DataFrame(rows).assign(model=model_name(model), task=task, condition=by))
-    df.attrs.update(clean=m_clean, corrupt=m_bad)
+    df = make_frame(pd.DataFrame(rows).assign(model=model_name(model), task=task, condition=by, direction=direction))
+    m_base, m_src = m_clean, m_bad  # named for the noising case above
+    clean_v, corrupt_v = (m_base, m_src) if direction == "noising" else (m_src, m_base)
+    df.attrs.update(clean=clean_v, corrupt=corrupt_v, scale=m_src - m_base, direction=direction)
     return df
 
 

@@ -20,10 +20,13 @@ class CircuitParams:
     copy_top: int = 5
     attn_prompts: int = 32
     max_rows: int = 256
+    guard_frac: float = 0.1  # refuse discovery when |clean − corrupted| < this × the metric's sd across prompts
 
     def __post_init__(self):
         if self.n_stages < 1 or self.keep < 1 or self.attn_prompts < 1 or self.copy_top < 1:
             raise InputError("n_stages, keep, attn_prompts and copy_top must be at least 1")
+        if not 0 <= self.guard_frac < 1:
+            raise InputError(f"guard_frac must lie in [0, 1), got {self.guard_frac}")
         if not 0 < self.top_frac <= 1:
             raise InputError(f"top_frac must lie in (0, 1], got {self.top_frac}")
 

@@ -36,11 +36,15 @@ averaged over the first ``attn_prompts`` clean prompts. The copy score (Wang et 
 
 **Faithfulness**: the metric with every head outside the circuit mean-ablated (per-position means of ``z`` over
 the corrupted prompts of the same template), divided by the full model's; ``faithfulness_norm`` also
-subtracts the metric with every head ablated.
+subtracts the metric with every head ablated. Either is NaN, with a reason, when its denominator is below 10% of
+the metric's spread across prompts (:func:`interp.stats.guard`). When ``|m_clean − m_corrupt|`` is, every
+normalized path-patching effect divides by noise: discovery still ranks the senders (the order does not depend on
+the denominator) but warns, and ``info["warning"]`` and a ``warning`` column on the stage rows say why.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -54,6 +58,7 @@ from interp.intervene.run import Plan, check_batches_align, run
 from interp.intervene.values import MeanAblate, Patch
 from interp.schema import make_frame
 from interp.intervene.heads import execute_from, record_prefix, scalar, sweep_edits
+from interp.stats import GUARD_FRAC
 from interp.store import cached
 from interp.tasks.ioi import LogitDiff
 from interp.types import HeadId
@@ -106,7 +111,8 @@ def ioi_task(model, n: int, seed: int = 0) -> CircuitTask:
 
 
 def colored_objects_task(model, n: int, seed: int = 0) -> CircuitTask:
-    """Colored Objects (mindiff counterfactual); the copy pairs read " red" and write " Red"."""
+    """Colored Objects (mindiff counterfactual) in the default format (:data:`interp.tasks.colored_objects.DEFAULT_FORMAT`);
+    the copy pairs read a color (" red") and write its label (" Red", or " red" in a cloze format)."""
     from interp.tasks.colored_objects import colored_objects
 
     data = colored_objects(model, n, seed=seed)
@@ -231,11 +237,13 @@ def _all_heads(model) -> list[HeadId]:
 
 
 def atp_scores(model, task: CircuitTask) -> pd.DataFrame:
-    """AtP* estimates for every head (tidy, ``atp:z`` and friends), normalized by ``m_corrupt − m_clean``."""
+    """AtP* noising estimates for every head (tidy, ``atp:z`` and friends), normalized by ``m_corrupt − m_clean``
+    (AtP* itself changes only the ``atp*:q``/``atp*:k`` rows; pruning ranks by ``atp:z``)."""
     from interp.analyze.attribution import attribution_patching
 
-    df = attribution_patching(model, task.clean, task.corrupted, task.metric, by="head", qk_fix=True, task=task.name)
-    scale = df.attrs["corrupt"] - df.attrs["clean"]
+    df = attribution_patching(model, task.clean, task.corrupted, task.metric, by="head", qk_fix=True, task=task.name,
+                              direction="noising")  # path patching is noising: rank senders by the same effect
+    scale = df.attrs["scale"]
     return df.assign(value=df["value"] / (scale if abs(scale) > 1e-12 else 1.0), condition="atp")
 
 
@@ -259,9 +267,14 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
     _, cap_clean = run(model, a.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=a.attention_mask)
     _, cap_bad = run(model, b.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=b.attention_mask)
     m_clean, m_bad = scalar(task.metric(cap_clean.logits)), scalar(task.metric(cap_bad.logits))
-    if abs(m_clean - m_bad) < 1e-6:
+    from interp.stats import guard, spread
+
+    if abs(m_clean - m_bad) < 1e-12:
         raise InputError(f"the metric is the same on clean and corrupted prompts ({m_clean:.4g}); path patching needs them to differ")
-    info = {"metric_clean": m_clean, "metric_corrupt": m_bad, "prompts": len(task), "stages": [], "exact_runs": 0,
+    why = guard(m_clean - m_bad, spread(task.metric, cap_clean.logits), "|clean − corrupted|", params.guard_frac)
+    if why:  # the ranking of senders does not depend on the denominator, so discovery goes on, flagged
+        warnings.warn(f"circuit discovery on {task.name}: metric clean {m_clean:.4g}, corrupted {m_bad:.4g}; {why}", stacklevel=2)
+    info = {"metric_clean": m_clean, "metric_corrupt": m_bad, "warning": why, "prompts": len(task), "stages": [], "exact_runs": 0,
             "exact_runs_saved": 0, "forward_equiv": 2.0, "timings": {}}
     frames = []
     scores = None
@@ -290,8 +303,8 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
             values, _, _, cost = path_patch_senders(model, a.tokens, b.tokens, task.metric, cands, recv,
                                                     max_rows=params.max_rows, progress=progress, caches=(cap_clean, cap_bad))
             rows = [{"layer": h.layer, "head": h.head, "metric": "path_patch", "value": (v - m_clean) / (m_bad - m_clean),
-                     "condition": f"stage{stage}"} for h, v in zip(cands, values)]
-            df = make_frame(pd.DataFrame(rows).assign(model=name, task=task.name))
+                     "condition": f"stage{stage}", "direction": "noising"} for h, v in zip(cands, values)]
+            df = make_frame(pd.DataFrame(rows).assign(model=name, task=task.name, **({"warning": why} if why else {})))
             df["forward_equiv"] = cost
             return df
 
@@ -427,14 +440,14 @@ def head_class(row: dict, params: CircuitParams, s2_class: str = "S-inhibition")
 # ------------------------------------------------------------------------------------- faithfulness
 
 
-def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId]) -> float:
-    """The task metric (mean over prompts) with ``ablate`` heads' ``z`` set to their per-position mean over the
-    corrupted prompts of the same group (template)."""
+def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId], *, per_prompt: bool = False):
+    """The task metric (mean over prompts; ``per_prompt``: the ``[batch]`` values) with ``ablate`` heads' ``z`` set
+    to their per-position mean over the corrupted prompts of the same group (template)."""
     from interp.inputs import to_batch
     from interp.intervene.means import mean_activations
 
     ablate = sorted(set(ablate))
-    per_prompt = torch.zeros(len(task))
+    values = torch.zeros(len(task))
     lengths = to_batch(model, task.clean).attention_mask.sum(1).tolist()
     keys = list(zip(task.groups, lengths))  # per-position means need one template and one length
     for g in sorted(set(keys)):
@@ -445,20 +458,31 @@ def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId]) -> f
             means = mean_activations(model, [task.corrupted[i] for i in idx], sites=("z",),
                                      layers=sorted({h.layer for h in ablate}), per_position=True)
             edits = [MeanAblate("z", h.layer, h.head, mean=means) for h in ablate]
-        per_prompt[idx] = sub.per_prompt(run(model, [task.clean[i] for i in idx], edits)).float().cpu()
-    return float(per_prompt.mean())
+        values[idx] = sub.per_prompt(run(model, [task.clean[i] for i in idx], edits)).float().cpu()
+    return values if per_prompt else float(values.mean())
 
 
-def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId]) -> dict[str, float]:
-    """``{"full", "circuit", "empty", "faithfulness", "faithfulness_norm"}`` (see module docstring)."""
+def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId], *, guard_frac: float = GUARD_FRAC) -> dict:
+    """``{"full", "circuit", "empty", "spread", "faithfulness", "faithfulness_norm", "reason", "reason_norm"}``.
+
+    ``spread`` is the standard deviation of the full model's metric across prompts. A ratio whose denominator
+    (``full``, or ``full − empty``) is below :data:`interp.stats.GUARD_FRAC` of it is NaN, and its ``reason``
+    says so (:func:`interp.stats.guard`): a circuit "explaining" a difference the prompts' own scatter swamps
+    would otherwise read as a large faithfulness."""
+    from interp.stats import guard
+
     everything = _all_heads(model)
     keep = set(circuit_heads)
-    full = mean_ablated_metric(model, task, [])
+    full_pp = mean_ablated_metric(model, task, [], per_prompt=True)
+    full, sd = float(full_pp.mean()), float(full_pp.std()) if len(full_pp) > 1 else float("nan")
     circ = mean_ablated_metric(model, task, [h for h in everything if h not in keep])
     empty = mean_ablated_metric(model, task, everything)
-    return {"full": full, "circuit": circ, "empty": empty,
-            "faithfulness": circ / full if abs(full) > 1e-9 else float("nan"),
-            "faithfulness_norm": (circ - empty) / (full - empty) if abs(full - empty) > 1e-9 else float("nan")}
+    why = guard(full, sd, "the full model's metric", guard_frac)
+    why_norm = guard(full - empty, sd, "full − empty", guard_frac)
+    return {"full": full, "circuit": circ, "empty": empty, "spread": sd,
+            "faithfulness": float("nan") if why else circ / full,
+            "faithfulness_norm": float("nan") if why_norm else (circ - empty) / (full - empty),
+            "reason": why, "reason_norm": why_norm}
 
 
 __all__ = ["CircuitTask", "CircuitParams", "Circuit", "TASKS", "make_task", "ioi_task", "colored_objects_task",

@@ -1,8 +1,19 @@
 """Activation patching and path patching (methods.md §12, §8), batched through :mod:`interp.intervene.heads`.
 
-``activation_patching`` follows TransformerLens's ``patching.get_act_patch_*``: clean activations are patched
-into the corrupted run one location at a time, and the result is the normalized effect
-``(m_patched − m_corrupt)/(m_clean − m_corrupt)`` (``normalize=False`` gives the raw metric, as TL returns it).
+``activation_patching`` patches one location at a time, in the named ``direction``:
+
+- ``"denoising"`` (the default; TransformerLens's ``patching.get_act_patch_*``): clean activations into the
+  corrupted run; normalized effect ``(m_patched − m_corrupt)/(m_clean − m_corrupt)``, 1 = the location restores
+  the clean behaviour;
+- ``"noising"``: corrupted activations into the clean run; normalized effect
+  ``(m_patched − m_clean)/(m_corrupt − m_clean)``, 1 = the location alone carries the whole corruption (AtP's
+  ``c(n)`` and path patching's convention).
+
+Both are ``(m_patched − m_base)/(m_source − m_base)`` with the base run patched from the source run, so a
+location's normalized effect is positive when it moves the metric towards the source. ``normalize=False`` gives
+the raw patched metric, as TL returns it. A normalization whose denominator is below ``guard_frac`` (10%) of the
+metric's spread across prompts gives NaN values with a ``reason`` (:func:`interp.stats.guard`; ``guard_frac=0``
+keeps only the zero check, for random test models whose prompts scatter widely). Every frame carries ``direction``.
 On ``k``/``v`` the head axis is the KV group, as in TL for GQA models (``head_kind = "kv_group"``).
 
 ``path_patching`` (Wang et al.): for each sender head, patch its ``z`` from the corrupted run into the clean
@@ -13,6 +24,7 @@ Receivers are ``"logits"`` (the sender's path through the residual stream, MLPs 
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import pandas as pd
@@ -24,7 +36,8 @@ from interp.intervene.run import check_batches_align, run
 from interp.intervene.values import Patch
 from interp.schema import make_frame
 from interp.intervene.heads import scalar, sweep_edits
-from interp.types import HeadId, KVGroup
+from interp.stats import GUARD_FRAC
+from interp.types import HeadId, KVGroup, check_direction
 from interp.types import site as site_spec
 
 BY = ("layer", "layer_pos", "head", "head_pos")
@@ -43,30 +56,41 @@ def _locations(model, s: str, by: str, n_pos: int, layers: Sequence[int]):
 
 def activation_patching(model, clean, corrupted, metric, site: str = "resid_pre", by: str = "layer_pos", *,
                         layers: Sequence[int] | None = None, normalize: bool = True, progress: bool = False,
-                        task: str = "patching") -> pd.DataFrame:
-    """Tidy frame of patching effects: one row per (layer[, head][, position]); ``metric = "patch:<site>"``."""
+                        task: str = "patching", direction: str = "denoising", guard_frac: float = GUARD_FRAC) -> pd.DataFrame:
+    """Tidy frame of patching effects: one row per (layer[, head][, position]); ``metric = "patch:<site>"``,
+    ``direction`` as given; ``df.attrs`` holds the clean and corrupted metric values."""
     from interp.models import model_name
+    from interp.stats import guard, spread
 
+    check_direction(direction)
     if by not in BY:
         raise InputError(f"by must be one of {', '.join(BY)}, got {by!r}")
     if site in ("attn_scores", "result"):
         raise InputError(f"patching site {site!r} is not supported; use pattern or z")
     a, b = check_batches_align(model, clean, corrupted)
+    src, base = (a, b) if direction == "denoising" else (b, a)  # the source run's activations go into the base run
     n_layers = model.cfg.n_layers
     layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
-    _, cap = run(model, a.tokens, capture=CaptureSpec(sites=(site,), layers=tuple(layers)), attention_mask=a.attention_mask)
-    m_clean = scalar(metric(cap.logits))
+    _, cap = run(model, src.tokens, capture=CaptureSpec(sites=(site,), layers=tuple(layers)), attention_mask=src.attention_mask)
+    m_src = scalar(metric(cap.logits))
     locs = _locations(model, site, by, a.tokens.shape[1], layers)
     items = [Patch(site, l, h, None if p is None else (p,), source=cap) for l, h, p in locs]
-    values, m_corrupt = sweep_edits(model, b.tokens, items, metric, attention_mask=b.attention_mask, progress=progress)
+    values, m_base = sweep_edits(model, base.tokens, items, metric, attention_mask=base.attention_mask, progress=progress)
+    m_clean, m_corrupt = (m_src, m_base) if direction == "denoising" else (m_base, m_src)
+    reason = ""
     if normalize:
-        if abs(m_clean - m_corrupt) < 1e-12:
-            raise InputError(f"the metric is the same on clean and corrupted inputs ({m_clean:.4g}); normalization needs them to differ")
-        values = [(v - m_corrupt) / (m_clean - m_corrupt) for v in values]
+        sd = float("nan")
+        if hasattr(metric, "per_prompt"):  # the prompts' scatter on the clean run (noising: one more clean forward)
+            sd = spread(metric, cap.logits if direction == "denoising" else run(model, a.tokens, attention_mask=a.attention_mask))
+        reason = guard(m_src - m_base, sd, "|clean − corrupted|", guard_frac)
+        if reason:
+            warnings.warn(f"activation_patching: {reason}; the normalized effects are NaN", stacklevel=2)
+        values = [float("nan") if reason else (v - m_base) / (m_src - m_base) for v in values]
     kind = "kv_group" if site_spec(site).kv else "query_head"
     rows = [{"layer": l, "head": -1 if h is None else h, "position": -1 if p is None else p, "metric": f"patch:{site}",
              "value": v, "condition": by} for (l, h, p), v in zip(locs, values)]
-    df = make_frame(pd.DataFrame(rows).assign(model=model_name(model), task=task))
+    df = pd.DataFrame(rows).assign(model=model_name(model), task=task, direction=direction)
+    df = make_frame(df.assign(reason=reason) if reason else df)
     if by.startswith("head"):
         df["head_kind"] = kind
     df.attrs.update(clean=m_clean, corrupt=m_corrupt)
@@ -90,10 +114,13 @@ def _receiver(model, r):
 
 def path_patching(model, clean, corrupted, metric, receivers="logits", senders: Sequence[HeadId] | None = None, *,
                   positions: Sequence[int] | None = None, freeze_mlps: bool = False, progress: bool = False,
-                  task: str = "path_patching") -> pd.DataFrame:
+                  task: str = "path_patching", guard_frac: float = GUARD_FRAC) -> pd.DataFrame:
     """One row per sender head: ``path_patch`` = ``(m − m_clean)/(m_corrupt − m_clean)`` (§8) and
-    ``path_patch_rel`` = ``(m − m_clean)/m_clean`` (the IOI paper's relative change)."""
+    ``path_patch_rel`` = ``(m − m_clean)/m_clean`` (the IOI paper's relative change). Path patching is noising
+    (the sender's corrupted output goes into the clean run): ``direction = "noising"`` on every row. A ratio whose
+    denominator is below 10% of the metric's spread across prompts is NaN with a ``reason``."""
     from interp.models import model_name
+    from interp.stats import guard, spread
 
     a, b = check_batches_align(model, clean, corrupted)
     recv = [_receiver(model, r) for r in (receivers if isinstance(receivers, list) else [receivers])]
@@ -111,6 +138,8 @@ def path_patching(model, clean, corrupted, metric, receivers="logits", senders: 
     _, cap_clean = run(model, a.tokens, capture=CaptureSpec(sites=sites), attention_mask=a.attention_mask)
     _, cap_bad = run(model, b.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=b.attention_mask)
     m_clean, m_bad = scalar(metric(cap_clean.logits)), scalar(metric(run(model, b.tokens, attention_mask=b.attention_mask)))
+    sd = spread(metric, cap_clean.logits)
+    why, why_rel = guard(m_bad - m_clean, sd, "|clean − corrupted|", guard_frac), guard(m_clean, sd, "the clean metric", guard_frac)
 
     def step1(h: HeadId) -> list:
         edits = [Patch("z", h.layer, h.head, pos, source=cap_bad)]
@@ -124,10 +153,14 @@ def path_patching(model, clean, corrupted, metric, receivers="logits", senders: 
     else:
         values = [_two_step(model, a, step1(h), recv, metric) for h in senders]
     rows = []
+    nan = float("nan")
     for h, v in zip(senders, values):
-        rows.append({"layer": h.layer, "head": h.head, "metric": "path_patch", "value": (v - m_clean) / (m_bad - m_clean)})
-        rows.append({"layer": h.layer, "head": h.head, "metric": "path_patch_rel", "value": (v - m_clean) / m_clean})
-    df = make_frame(pd.DataFrame(rows).assign(model=model_name(model), task=task))
+        rows.append({"layer": h.layer, "head": h.head, "metric": "path_patch", "reason": why,
+                     "value": nan if why else (v - m_clean) / (m_bad - m_clean)})
+        rows.append({"layer": h.layer, "head": h.head, "metric": "path_patch_rel", "reason": why_rel,
+                     "value": nan if why_rel else (v - m_clean) / m_clean})
+    df = pd.DataFrame(rows).assign(model=model_name(model), task=task, direction="noising")
+    df = make_frame(df if why or why_rel else df.drop(columns="reason"))
     df.attrs.update(clean=m_clean, corrupt=m_bad, receivers=[str(r) for r in receivers] if isinstance(receivers, list) else receivers)
     return df
 

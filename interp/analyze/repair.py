@@ -55,21 +55,36 @@ def repair_edits(heads: Sequence[HeadId], wrong: Sequence[torch.Tensor], n_keys:
     return [SetPattern(h, (-1,), w) for h in heads]
 
 
-def _evaluate(model, data, edits, movers: Sequence[HeadId]) -> dict:
+def _evaluate(model, data, heads, wrong, n_keys: int, movers: Sequence[HeadId], chunk: int = 16) -> dict:
+    """Accuracy (with its interval), mean logit difference (with its t interval) and the movers' attention, over
+    prompt chunks (a full batch's logits over the vocabulary would not fit: 200 prompts × 187 tokens × 49k)."""
+    from interp.stats import mean_ci, rate_of
+
     spec = CaptureSpec(sites=("pattern",), layers=tuple(sorted({h.layer for h in movers}))) if movers else None
-    out = run(model, data.clean, edits, capture=spec) if spec else (run(model, data.clean, edits), None)
-    logits, cap = out
-    res = {"accuracy": data.accuracy(logits), "logit_diff": float(data.metric(logits))}
-    if cap is not None:
-        b = torch.arange(len(data))
-        p = data.positions
-        right, wrong = [], []
-        for h in movers:
-            A = cap["pattern", h.layer][:, h.head].float()  # [batch query_pos key_pos]
-            right.append(A[b, p["end"], p["io"]].mean())
-            wrong.append((A[b, p["end"], p["wrong1"]] + A[b, p["end"], p["wrong2"]]).mean())
-        res["mover_attn_right"] = float(torch.stack(right).mean())
-        res["mover_attn_wrong"] = float(torch.stack(wrong).mean())
+    last, right, wrong_mass = [], [], []
+    p = data.positions
+    for i in range(0, len(data), chunk):
+        idx = torch.arange(i, min(i + chunk, len(data)))
+        edits = repair_edits(heads, [w[idx] for w in wrong], n_keys) if heads else []
+        texts = [data.clean[int(j)] for j in idx]
+        logits, cap = run(model, texts, edits, capture=spec) if spec else (run(model, texts, edits), None)
+        b = torch.arange(len(idx))
+        last.append(logits[b, p["end"][idx].to(logits.device)].float().cpu())  # [chunk d_vocab]
+        if cap is not None:
+            for h in movers:
+                A = cap["pattern", h.layer][:, h.head].float().cpu()  # [chunk query_pos key_pos]
+                e = p["end"][idx]
+                right.append(A[b, e, p["io"][idx]])
+                wrong_mass.append(A[b, e, p["wrong1"][idx]] + A[b, e, p["wrong2"][idx]])
+    last = torch.cat(last)  # [batch d_vocab]
+    pred = last[:, data.label_ids].argmax(-1)
+    acc = rate_of((pred == data.answer_index).tolist(), list(data.answer), chance=1 / len(data.label_ids))
+    rows = torch.arange(len(data))
+    ld = mean_ci((last[rows, data.metric.io] - last[rows, data.metric.s]).tolist())
+    res = {"accuracy": (acc.rate, acc.columns()), "logit_diff": (ld.mean, {"n": ld.n, "low": ld.low, "high": ld.high})}
+    if right:
+        res["mover_attn_right"] = (float(torch.cat(right).mean()), {})
+        res["mover_attn_wrong"] = (float(torch.cat(wrong_mass).mean()), {})
     return res
 
 
@@ -99,20 +114,35 @@ def repair_experiment(model, data, inhibition: Sequence[HeadId], negative: Seque
 
 
 def _condition_frame(model, data, heads, wrong, n_keys, movers, name: str, seed) -> pd.DataFrame:
-    res = _evaluate(model, data, repair_edits(heads, wrong, n_keys) if heads else [], movers)
-    return pd.DataFrame([{"layer": -1, "head": -1, "metric": k, "value": v, "condition": name,
+    res = _evaluate(model, data, heads, wrong, n_keys, movers)
+    return pd.DataFrame([{"layer": -1, "head": -1, "metric": k, "value": v, "condition": name, **cols,
                           **({"seed": seed} if seed is not None else {}), "heads": " ".join(str(h) for h in heads)}
-                         for k, v in res.items()])
+                         for k, (v, cols) in res.items()])
 
 
 def repair_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Wide table: one row per condition (random averaged over draws, with its std), one column per metric."""
+    """Wide table: one row per condition (random averaged over draws, with its std), one column per metric, and
+    for accuracy its 95% Wilson interval, prompts ``n``, majority-class baseline and chance (random: pooled over
+    draws, ``k`` correct of ``draws × n``), for the logit difference its 95% t interval (random: the mean of the
+    draws' bounds; the draws' spread is ``accuracy_std``)."""
+    from interp.stats import rate
+
     g = df.groupby(["condition", "metric"])["value"]
     wide = g.mean().unstack()
     std = g.std().unstack().add_suffix("_std")
     order = [c for c in ("clean", "inhibition", "inhibition+negative", "random") if c in wide.index]
     out = wide.join(std[[c for c in std.columns if c.startswith("accuracy")]]).loc[order]
-    out["n"] = df[df["metric"] == "accuracy"].groupby("condition").size().reindex(order)
+    acc = df[df["metric"] == "accuracy"]
+    out["draws"] = acc.groupby("condition").size().reindex(order)
+    if "low" in df.columns:
+        for cond in order:
+            a = acc[acc["condition"] == cond]
+            n = int(a["n"].sum())
+            r = rate(round(float((a["value"] * a["n"]).sum())), n, chance=float(a["chance"].iloc[0]))
+            out.loc[cond, ["accuracy_low", "accuracy_high", "n", "majority", "chance"]] = [
+                r.low, r.high, int(a["n"].iloc[0]), float(a["majority"].iloc[0]), r.chance]
+            ld = df[(df["metric"] == "logit_diff") & (df["condition"] == cond)]
+            out.loc[cond, ["logit_diff_low", "logit_diff_high"]] = [ld["low"].mean(), ld["high"].mean()]
     out.columns.name = None  # the columns are metrics; a leftover axis name shows as an empty column in tables
     return out
 
@@ -120,14 +150,14 @@ def repair_summary(df: pd.DataFrame) -> pd.DataFrame:
 def repair_accuracy(df: pd.DataFrame, n_prompts: int) -> pd.DataFrame:
     """Accuracy per condition as a rate: ``k`` of ``n`` prompts right, with its 95% Wilson interval (``lo, hi``).
     The random control pools its draws (``n = n_prompts × draws``); ``draws`` says how many."""
-    from interp.stats import wilson_interval
+    from interp.stats import wilson
 
     acc = df[df["metric"] == "accuracy"]
     rows = []
     for c in [c for c in ("clean", "inhibition", "inhibition+negative", "random") if c in set(acc["condition"])]:
         v = acc.loc[acc["condition"] == c, "value"].to_numpy()
         k, n = int(round(float(v.sum()) * n_prompts)), n_prompts * len(v)
-        lo, hi = wilson_interval(k, n)
+        lo, hi = wilson(k, n)
         rows.append({"condition": c, "k": k, "n": n, "accuracy": k / n, "lo": lo, "hi": hi, "draws": len(v)})
     return pd.DataFrame(rows)
 

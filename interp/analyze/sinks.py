@@ -36,6 +36,7 @@ import torch
 
 from interp.errors import InputError
 from interp.schema import make_frame
+from interp.stats import SMALL_N, mean_ci, rate
 
 DEFAULT_EPS = 0.3
 DEFAULT_TAU = 0.1
@@ -103,9 +104,10 @@ def sink_rate(alpha_: torch.Tensor, attention_mask: torch.Tensor, *, eps: float 
         a, valid = a[..., :max_positions], valid[:, :max_positions]
     hit = (a > eps).float() * valid[:, None, None, :]
     n_prompts = valid.sum(0).clamp_min(1).float()  # [pos]
-    per_layer_position = hit.mean(2).sum(0) / n_prompts  # [layer pos]
+    per_prompt = hit.mean(2)  # [batch layer pos]: the prompts are the independent units for intervals
+    per_layer_position = per_prompt.sum(0) / n_prompts  # [layer pos]
     return {"per_position": per_layer_position.mean(0), "per_layer_position": per_layer_position,
-            "per_head_first": hit[..., 0].mean(0), "n_prompts": n_prompts}
+            "per_head_first": hit[..., 0].mean(0), "n_prompts": n_prompts, "per_prompt": per_prompt, "valid": valid}
 
 
 def hidden_sinks(alpha_: torch.Tensor, attention_mask: torch.Tensor, *, tau: float = DEFAULT_TAU, min_queries: int = 1,
@@ -161,7 +163,11 @@ def sink_frame(stats, *, eps: float = DEFAULT_EPS, tau: float = DEFAULT_TAU, min
                 rows.append({"layer": l, "head": h, "metric": metric, "value": float(v), **extra})
 
     add("alpha_first", first.mean(0))
-    add("sink_first", rates["per_head_first"])
+    n_b = int(mask.shape[0])
+    for l, row in enumerate(rates["per_head_first"].tolist()):  # a binomial over prompts: Wilson interval
+        for h, v in enumerate(row):
+            rows.append({"layer": l, "head": h, "metric": "sink_first", "value": float(v),
+                         **rate(round(v * n_b), n_b).columns()})
     add("hidden_sink_count", hid.float().sum(-1).mean(0))
     if "first" in stats.segment_names:
         w = stats.query_valid[:, None, None, :].float()
@@ -175,9 +181,12 @@ def sink_frame(stats, *, eps: float = DEFAULT_EPS, tau: float = DEFAULT_TAU, min
             for k, v in enumerate(mean_alpha[l, h].tolist()):
                 rows.append({"layer": l, "head": h, "metric": "alpha", "value": v, "position": k})
         for k, v in enumerate(rates["per_layer_position"][l].tolist()):
-            rows.append({"layer": l, "head": -1, "metric": "sink_rate", "value": v, "position": k})
+            rows.append({"layer": l, "head": -1, "metric": "sink_rate", "value": v, "position": k,
+                         **_prompt_interval(rates["per_prompt"][:, l, k], rates["valid"][:, k])})
+    overall = rates["per_prompt"].mean(1)  # [batch pos]
     for k, v in enumerate(rates["per_position"].tolist()):
-        rows.append({"layer": -1, "head": -1, "metric": "sink_rate", "value": v, "position": k})
+        rows.append({"layer": -1, "head": -1, "metric": "sink_rate", "value": v, "position": k,
+                     **_prompt_interval(overall[:, k], rates["valid"][:, k])})
     counts = hid.sum((1, 2))  # [batch key_pos]
     starts = mask.float().argmax(1)
     for b, k in counts.nonzero().tolist():
@@ -191,11 +200,19 @@ def sink_frame(stats, *, eps: float = DEFAULT_EPS, tau: float = DEFAULT_TAU, min
     return make_frame(df)
 
 
+def _prompt_interval(per_prompt: torch.Tensor, valid: torch.Tensor) -> dict:
+    """The interval columns of a sink rate over (prompt, layer, head) cells: the cells of one prompt are not
+    independent, so the 95% interval is the t interval of the per-prompt rates and ``n`` counts prompts."""
+    m = mean_ci(per_prompt[valid.bool()].tolist())
+    return {"n": m.n, "low": max(0.0, m.low), "high": min(1.0, m.high), "small_n": m.n < SMALL_N}
+
+
 @dataclass
 class SinkSummary:
     """Headline numbers of a sink analysis (all fractions in [0, 1])."""
 
     sink_rate_first: float  # Sink_1^ε over prompts, layers and heads
+    sink_rate_first_ci: tuple[float, float, int]  # its 95% interval over prompts and the number of prompts
     sink_rate_first_by_layer: list[float]
     strongest: list[tuple[str, float]]  # heads by α_0, descending
     hidden_sink_tokens: pd.DataFrame  # token, n (prompt positions), heads (total head hits)
@@ -203,13 +220,16 @@ class SinkSummary:
 
 def summarize(df: pd.DataFrame, *, k: int = 10) -> SinkSummary:
     """Headline numbers from a :func:`sink_frame` table."""
-    rate = df[(df.metric == "sink_rate") & (df.layer == -1) & (df.position == 0)]["value"]
+    first = df[(df.metric == "sink_rate") & (df.layer == -1) & (df.position == 0)]
+    rate = first["value"]
+    ci = ((float(first["low"].iloc[0]), float(first["high"].iloc[0]), int(first["n"].iloc[0]))
+          if len(first) and "low" in first.columns else (float("nan"), float("nan"), 0))
     by_layer = df[(df.metric == "sink_rate") & (df.layer >= 0) & (df.position == 0)].sort_values("layer")["value"]
     heads = df[df.metric == "alpha_first"].groupby(["layer", "head"])["value"].mean().nlargest(k)
     hs = df[df.metric == "hidden_sink_heads"]
     tokens = (hs.groupby("token").agg(n=("value", "size"), heads=("value", "sum")).sort_values("heads", ascending=False)
               .reset_index()) if not hs.empty else pd.DataFrame(columns=["token", "n", "heads"])
-    return SinkSummary(float(rate.iloc[0]) if len(rate) else float("nan"), [float(v) for v in by_layer],
+    return SinkSummary(float(rate.iloc[0]) if len(rate) else float("nan"), ci, [float(v) for v in by_layer],
                        [(f"L{l}H{h}", float(v)) for (l, h), v in heads.items()], tokens)
 
 

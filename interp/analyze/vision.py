@@ -394,39 +394,71 @@ def image_centric(segment_mass: torch.Tensor, names: Sequence[str], *, rho: floa
 
 
 # --------------------------------------------------------------------------------------------- evaluation
-def answer_frame(model, its: Sequence[Item], preds: Sequence[str], condition: str, task: str = "shapes") -> pd.DataFrame:
-    """Tidy per-kind accuracy (+ chance), trap hallucination rate and trap accuracy for one condition."""
+def answer_frame(model, its: Sequence[Item], preds: Sequence[str], condition: str, task: str = "shapes",
+                 summary_kinds: Sequence[str] | None = None) -> pd.DataFrame:
+    """Tidy per-kind accuracy, trap hallucination rate and trap accuracy for one condition. Every rate row carries
+    :data:`interp.stats.RATE_COLUMNS`: its n, 95% Wilson interval, majority-class baseline (always giving the most
+    frequent true answer; for a hallucination rate, NaN) and chance (1 / options); ``metric = "answer_share"`` rows
+    give the share of each answer given (``prompt_id = "<kind>:<answer>"``), e.g. how often existence says Yes.
+    The summary row (``prompt_id = "all"``) pools the ``summary_kinds`` (default: every kind); a kind the model
+    does not answer better than its majority baseline (:func:`below_baseline`) should be left out of it."""
+    from interp.stats import rate_of
+
     rows = []
     df = pd.DataFrame({"kind": [i.kind for i in its], "trap": [i.trap for i in its], "group": [i.group for i in its],
-                       "correct": [p == i.answer for p, i in zip(preds, its)],
-                       "prior_answer": [i.prior is not None and p == i.prior for p, i in zip(preds, its)]})
+                       "correct": [p == i.answer for p, i in zip(preds, its)], "answer": [i.answer for i in its],
+                       "pred": list(preds), "prior_answer": [i.prior is not None and p == i.prior for p, i in zip(preds, its)]})
+
+    def row(metric, pid, hits, labels=None, chance=None):
+        r = rate_of(hits, labels, chance=chance)
+        return {"metric": metric, "value": r.rate, "prompt_id": pid, **r.columns()}
+
     ordinary = df[df.group == "ordinary"]
     for kind, d in ordinary.groupby("kind"):
-        rows += [{"metric": "accuracy", "value": float(d.correct.mean()), "prompt_id": kind},
-                 {"metric": "chance", "value": 1.0 / len(shapes.OPTIONS[kind]), "prompt_id": kind},
+        chance = 1.0 / len(shapes.OPTIONS[kind])
+        rows += [row("accuracy", kind, d.correct, list(d.answer), chance),
+                 {"metric": "chance", "value": chance, "prompt_id": kind},
                  {"metric": "n", "value": float(len(d)), "prompt_id": kind}]
-    if len(ordinary):
-        rows.append({"metric": "accuracy", "value": float(ordinary.correct.mean()), "prompt_id": "all"})
+        rows += [row("answer_share", f"{kind}:{a}", d.pred == a) for a in shapes.OPTIONS[kind] if (d.pred == a).any()]
+    pooled = ordinary if summary_kinds is None else ordinary[ordinary.kind.isin(list(summary_kinds))]
+    if len(pooled):
+        rows.append(row("accuracy", "all", pooled.correct))
     traps = df[df.trap]
     if len(traps):
-        rows += [{"metric": "hallucination_rate", "value": float(traps.prior_answer.mean()), "prompt_id": "trap"},
-                 {"metric": "trap_accuracy", "value": float(traps.correct.mean()), "prompt_id": "trap"}]
+        rows += [row("hallucination_rate", "trap", traps.prior_answer), row("trap_accuracy", "trap", traps.correct, list(traps.answer))]
         for kind, d in traps.groupby("kind"):
-            rows.append({"metric": "hallucination_rate", "value": float(d.prior_answer.mean()), "prompt_id": f"trap_{kind}"})
+            rows.append(row("hallucination_rate", f"trap_{kind}", d.prior_answer))
     positives = df[(df.group == "trap") & ~df.trap]
     if len(positives):  # the matched "Is there a <true color> square?" questions: a model that always says No fails these
-        rows.append({"metric": "trap_positive_accuracy", "value": float(positives.correct.mean()), "prompt_id": "trap"})
+        rows.append(row("trap_positive_accuracy", "trap", positives.correct, list(positives.answer)))
     return make_frame(pd.DataFrame(rows).assign(model=_name(model), task=task, layer=-1, head=-1, condition=condition))
+
+
+def below_baseline(frame: pd.DataFrame) -> list[str]:
+    """Question kinds whose accuracy in an :func:`answer_frame` does not beat their majority-class baseline
+    (answering the most frequent true answer every time); e.g. count when the held-out answers are mostly 0."""
+    acc = frame[(frame["metric"] == "accuracy") & (frame["prompt_id"] != "all")]
+    if "majority" not in acc.columns:
+        return []
+    return sorted(str(k) for k, v, m in zip(acc["prompt_id"], acc["value"], acc["majority"]) if m == m and v <= m)
 
 
 def chair_frame(model, captions: Sequence[str], objects: Sequence[tuple], condition: str, task: str = "shapes") -> pd.DataFrame:
     """CHAIR-style rates over generated captions: ``chair_i`` (hallucinated shape mentions / mentions),
-    ``chair_s`` (captions with any), ``chair_attr`` ((color, shape) mentions not in the image / mentions)."""
+    ``chair_s`` (captions with any), ``chair_attr`` ((color, shape) mentions not in the image / mentions), each with
+    its n (mentions or captions) and 95% Wilson interval (:data:`interp.stats.RATE_COLUMNS`)."""
+    from interp.stats import rate
+
     c = [shapes.chair(t, o) for t, o in zip(captions, objects)]
     mentioned = sum(x["mentioned"] for x in c)
-    rows = [{"metric": "chair_i", "value": sum(x["hallucinated"] for x in c) / max(mentioned, 1)},
-            {"metric": "chair_s", "value": float(np.mean([x["hallucinated"] > 0 for x in c])) if c else 0.0},
-            {"metric": "chair_attr", "value": sum(x["attr_hallucinated"] for x in c) / max(mentioned, 1)},
+
+    def row(metric, k, n):
+        r = rate(k, n)
+        return {"metric": metric, "value": r.rate if n else 0.0, **r.columns()}
+
+    rows = [row("chair_i", sum(x["hallucinated"] for x in c), mentioned),
+            row("chair_s", sum(x["hallucinated"] > 0 for x in c), len(c)),
+            row("chair_attr", sum(x["attr_hallucinated"] for x in c), mentioned),
             {"metric": "mentions_per_caption", "value": mentioned / max(len(c), 1)}]
     return make_frame(pd.DataFrame(rows).assign(model=_name(model), task=task, layer=-1, head=-1, condition=condition,
                                                 prompt_id="captions"))
@@ -456,4 +488,4 @@ def eval_sets(seed: int = 1000, n_ordinary: int = 60, n_trap: int = 40, n_captio
 
 __all__ = ["vlm_stats", "image_embeds", "text_only", "head_results", "items", "Item", "option_ids", "predict", "vhd",
            "answer_step_vhd", "t_vhd", "top_heads", "caption_t_vhd", "answer_attention", "sink_dims", "scan_sinks", "SinkScan", "image_centric", "rms_abs",
-           "hidden_states", "answer_frame", "chair_frame", "baseline_answers", "eval_sets", "batches", "last_index"]
+           "hidden_states", "answer_frame", "below_baseline", "chair_frame", "baseline_answers", "eval_sets", "batches", "last_index"]

@@ -48,13 +48,15 @@ def run_circuits(model, out: str | Path, config: CircuitsConfig, *, progress: bo
     if config.faithfulness:
         t = time.perf_counter()
         info["faithfulness"] = _faith_part(store, lambda: faithfulness(model, task, circ.head_ids()))
+        intro = _intro(config, info)
+        info["faithfulness"] = _no_nan(info["faithfulness"])
         info["timings"]["faithfulness_s"] = time.perf_counter() - t
     paths = {"circuit": write_parquet(od.path / "circuit.parquet", circ.heads),
              "patching": write_parquet(od.path / "patching.parquet", circ.patching)}
     fig = circuit_graph(circ.heads, model.cfg.n_layers, model.cfg.n_heads, title=f"{config.task} circuit · {model_name(model)}")
     paths["report"] = write_report(od.path / "report.html", f"interp circuits — {config.task} · {model_name(model)}",
                                    [("Circuit graph", fig), ("Heads", _table(circ.heads)), ("Stages", _table(pd.DataFrame(info["stages"])))],
-                                   intro=_intro(config, info))
+                                   intro=intro if config.faithfulness else _intro(config, info))
     paths["run"] = write_run(od, model, inputs={"prompts": len(task), "clean": task.clean[:2], "corrupted": task.corrupted[:2]},
                              timings={"total_s": time.perf_counter() - t0, **info.pop("timings")}, summary=info)
     return paths
@@ -66,11 +68,27 @@ def _faith_part(store, compute) -> dict:
 
 def _intro(config: CircuitsConfig, info: dict) -> str:
     f = info.get("faithfulness")
-    faith = "" if not f else (f" Faithfulness (circuit / full model, others mean-ablated over the corrupted prompts): "
-                              f"{f['circuit']:.3f} / {f['full']:.3f} = {f['faithfulness']:.2f}; all heads ablated: {f['empty']:.3f}.")
+    faith = ""
+    if f:
+        ratio = lambda v: "undefined (NaN)" if v != v else f"{v:.2f}"  # noqa: E731
+        faith = (f" Faithfulness (circuit / full model, others mean-ablated over the corrupted prompts): "
+                 f"{f['circuit']:.3f} / {f['full']:.3f} = {ratio(f['faithfulness'])}; all heads ablated: {f['empty']:.3f}; "
+                 f"normalized (circuit − empty)/(full − empty) = {ratio(f['faithfulness_norm'])}; spread of the metric "
+                 f"across prompts (sd) {f.get('spread', float('nan')):.3f}.")
+        for key in ("reason", "reason_norm"):
+            if f.get(key):
+                faith += f"</p><p><b>Warning:</b> {html.escape(str(f[key]))}."
+    if info.get("warning"):
+        faith += (f"</p><p><b>Warning:</b> {html.escape(str(info['warning']))}; the path-patching effects below are "
+                  "normalized by that gap, so read them as a ranking, not as fractions of the behaviour.")
     return (f"<p>{html.escape(config.task)}, {info['prompts']} prompts; metric clean {info['metric_clean']:.3f}, corrupted "
             f"{info['metric_corrupt']:.3f}. Exact path-patching runs: {info['exact_runs']} (pruning by AtP* saved "
             f"{info['exact_runs_saved']}); about {info['forward_equiv']:.0f} forward passes of the prompt batch.{faith}</p>")
+
+
+def _no_nan(d: dict) -> dict:
+    """NaN → None, so run.json stays strict JSON (a NaN ratio's reason sits beside it)."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
 
 
 def run_reuse(out: str | Path, config: ReuseConfig) -> dict[str, Path]:

@@ -2,10 +2,12 @@
 
 ``patch``: IOI prompts → per-head effects of ``z`` → ``effects.parquet`` (tidy), ``report.html`` (layer×head
 heatmap; with ``--by head_pos`` also a position×head heatmap labelled with the tokens) and ``run.json``.
-``exact`` is activation patching (clean ``z`` into the corrupted run, TransformerLens's convention, normalized
-0 = corrupted, 1 = clean); ``atp``/``atp*`` estimate the noising effect (corrupted ``z`` into the clean run)
-divided by ``m_corrupt − m_clean``, so both read as "how much of the behaviour this head carries".
-``atp*`` adds the QK-fixed query/key rows (``atp*:q``, ``atp*:k``).
+``--direction`` (both methods): ``denoising`` (default) patches clean ``z`` into the corrupted run
+(TransformerLens's convention, normalized 0 = corrupted, 1 = clean), ``noising`` corrupted ``z`` into the clean run
+(normalized 0 = clean, 1 = corrupted). ``exact`` is activation patching; ``atp``/``atp*`` estimate the same
+quantity, divided by ``m_source − m_base``, so for one direction the two methods' frames compare directly. Every
+frame carries a ``direction`` column. ``atp*`` adds the QK-fixed query/key rows (``atp*:q``, ``atp*:k``); its
+head-output rows (``atp:z``, the heatmap) are the same as ``atp``'s.
 
 ``steer``: the ITI direction (mass-mean, σ-scaled) of each given head on the shipped sentiment items, added with
 ``alpha``; greedy continuations with and without it.
@@ -37,25 +39,30 @@ def run_patch(model, out: str | Path, config: PatchConfig, *, progress: bool = T
     data = ioi(model, config.prompts, seed=config.seed, corruption=config.corruption,
                templates=[0] if config.by == "head_pos" else None)
     if config.method == "exact":
-        df = activation_patching(model, data.clean, data.corrupted, data.metric, site="z", by=config.by, progress=progress, task="ioi")
+        df = activation_patching(model, data.clean, data.corrupted, data.metric, site="z", by=config.by, progress=progress,
+                                 task="ioi", direction=config.direction)
         main = "patch:z"
     else:
-        df = attribution_patching(model, data.clean, data.corrupted, data.metric, by=config.by, qk_fix=config.method == "atp*", task="ioi")
-        scale = df.attrs["corrupt"] - df.attrs["clean"]
-        df["value"] = df["value"] / scale
+        df = attribution_patching(model, data.clean, data.corrupted, data.metric, by=config.by, qk_fix=config.method == "atp*",
+                                  task="ioi", direction=config.direction)
+        df["value"] = df["value"] / df.attrs["scale"]
         main = "atp:z"
     attrs = dict(df.attrs)
     paths = {"effects": write_parquet(od.path / "effects.parquet", df)}
-    sections = [("Layer × head", head_heatmap(df, main, title=f"{config.method} effect of z (summed over positions)"))]
+    sections = [("Layer × head", head_heatmap(df, main, title=f"{config.method} {config.direction} effect of z (summed over positions)"))]
     if config.by == "head_pos":
         from interp.inputs import to_batch
 
         tokens = [model.tokenizer.decode([t]) for t in to_batch(model, data.clean[:1]).tokens[0].tolist()]
         sections.append(("Position × head", position_head_heatmap(df, main, tokens)))
+    source, base = ("clean", "corrupted") if config.direction == "denoising" else ("corrupted", "clean")
     intro = (f"<p>IOI ({config.prompts} prompts, corruption {config.corruption}); logit difference clean "
-             f"{attrs.get('clean', float('nan')):.3f}, corrupted {attrs.get('corrupt', float('nan')):.3f}.</p>")
+             f"{attrs.get('clean', float('nan')):.3f}, corrupted {attrs.get('corrupt', float('nan')):.3f}. "
+             f"Direction: <b>{config.direction}</b> ({source} z patched into the {base} run; effect 1 = the {source} "
+             f"behaviour).</p>")
     paths["report"] = write_report(od.path / "report.html", f"interp patch — {model_name(model)}", sections, intro=intro)
-    paths["run"] = write_run(od, model, inputs={"prompts": len(data), "clean": data.clean[:3], "metric_clean": attrs.get("clean"),
+    paths["run"] = write_run(od, model, inputs={"prompts": len(data), "clean": data.clean[:3], "direction": config.direction,
+                                                "metric_clean": attrs.get("clean"),
                                                 "metric_corrupt": attrs.get("corrupt")},
                              timings={"total_s": time.perf_counter() - t0})
     return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 from interp.errors import InputError
 from interp.jobs.domain import SEED, Checked, config, num
 from interp.models.spec import ModelSpec
+from interp.types import DIRECTIONS
 
 METHODS = ("exact", "atp", "atp*")
 
@@ -26,6 +27,7 @@ class PatchConfig(Checked):
     prompts: int = num(20, lo=1, hi=MAX_TASK_PROMPTS, why="task prompts repeat past this and every prompt is patched per head")
     seed: int = num(0, **SEED)
     corruption: str = "abc"
+    direction: str = "denoising"
 
     def __post_init__(self):
         if self.task != "ioi":
@@ -36,6 +38,8 @@ class PatchConfig(Checked):
             raise InputError(f"--by {self.by!r} unknown; use head or head_pos")
         if self.corruption not in ("abc", "flip"):
             raise InputError(f"--corruption {self.corruption!r} unknown; use abc or flip")
+        if self.direction not in DIRECTIONS:
+            raise InputError(f"--direction {self.direction!r} unknown; use {' or '.join(DIRECTIONS)}")
 
     def check(self, spec: ModelSpec) -> None:
         _causal(spec, "patch")

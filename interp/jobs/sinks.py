@@ -60,7 +60,9 @@ def run_sinks(model, out: str | Path, config: SinksConfig = SinksConfig(), *,
     out = od.path
     paths = {"sinks": write_parquet(out / "sinks.parquet", df)}
     intro = (f"<p>{model_name(model)}: {st.tokens.shape[0]} prompts × {st.tokens.shape[1]} tokens. "
-             f"Sink<sub>1</sub><sup>ε={eps}</sup> = <b>{100 * s.sink_rate_first:.1f}%</b> of (prompt, layer, head). "
+             f"Sink<sub>1</sub><sup>ε={eps}</sup> = <b>{100 * s.sink_rate_first:.1f}%</b> of (prompt, layer, head) "
+             f"(95% interval over prompts {100 * s.sink_rate_first_ci[0]:.1f}–{100 * s.sink_rate_first_ci[1]:.1f}%, "
+             f"n = {s.sink_rate_first_ci[2]} prompts{', fewer than 200: the interval only bounds it' if s.sink_rate_first_ci[2] < 200 else ''}). "
              f"Strongest first-token sinks (α<sub>1</sub>): {', '.join(f'{h} ({v:.2f})' for h, v in s.strongest[:8])}. "
              f"Hidden sinks: keys other than the first with α &gt; τ={tau}, seen by ≥ {min_queries} queries. "
              f"Massive activations: hidden-state norm &gt; {ratio:g}× the layer median.</p>")
@@ -73,7 +75,9 @@ def run_sinks(model, out: str | Path, config: SinksConfig = SinksConfig(), *,
     paths["report"] = write_report(out / "report.html", f"Attention sinks · {model_name(model)}", sections, intro=intro)
     paths["run"] = write_run(od, model, inputs=_records(inputs, source), timings={"total_s": time.perf_counter() - t0},
                              min_queries=min_queries, backend=st.backend,
-                             summary={"sink_rate_first": s.sink_rate_first, "strongest": s.strongest})
+                             summary={"sink_rate_first": s.sink_rate_first, "sink_rate_first_low": s.sink_rate_first_ci[0],
+                                      "sink_rate_first_high": s.sink_rate_first_ci[1], "prompts": s.sink_rate_first_ci[2],
+                                      "strongest": s.strongest})
     return paths
 
 

@@ -67,7 +67,7 @@ def run_vision(model, out: str | Path, config: VisionConfig = VisionConfig(), *,
 
     vhr = IV.VHR(alpha=config.alpha, layers=config.vhr_layers or tuple(range(n_layers // 2)))
     var = IV.VAR(p=config.p, rho=config.rho, summ=config.summ, layers=config.var_layers or None)
-    outcomes, frames = {}, [vhd_df, sink_df]
+    outcomes, frames, summary_kinds, left_out = {}, [vhd_df, sink_df], None, []
     bar = _bar(progress, len(CONDITIONS) * (len(answers) + len(captions)))
     plan = {"baseline": (lambda i, ref: None, None, None), "vhr": (lambda i, ref: vhr, None, None),
             "vhr_random": (lambda i, ref: IV.RandomHeads(vhr, ref, seed=config.seed + i), "vhr", None),
@@ -78,7 +78,10 @@ def run_vision(model, out: str | Path, config: VisionConfig = VisionConfig(), *,
         outcomes[cond] = IV.evaluate(model, answers, captions, policy, reference=outcomes.get(ref), segments=seg,
                                      max_caption_tokens=config.max_caption_tokens, progress=bar)
         timings[f"{cond}_s"] = time.perf_counter() - tick
-        frames.append(V.answer_frame(model, answers, outcomes[cond].preds, cond))
+        if cond == "baseline":  # a kind the model answers no better than its majority answer stays out of the summary
+            left_out = V.below_baseline(V.answer_frame(model, answers, outcomes[cond].preds, cond))
+            summary_kinds = [k for k in kinds if k not in left_out]
+        frames.append(V.answer_frame(model, answers, outcomes[cond].preds, cond, summary_kinds=summary_kinds))
         if captions:
             frames.append(V.chair_frame(model, outcomes[cond].captions, [c.objects for c in captions], cond))
         frames.append(_chosen_frame(model, outcomes[cond], cond, len(answers)))
@@ -89,6 +92,7 @@ def run_vision(model, out: str | Path, config: VisionConfig = VisionConfig(), *,
     df = pd.concat([f for f in frames if len(f)], ignore_index=True)
     paths = {"vision": write_parquet(od.path / "vision.parquet", df)}
     summary = _summary(df, vhd_df, scan, dims, outcomes, captions)
+    summary["summary_kinds"], summary["below_majority_baseline"] = summary_kinds, left_out
     summary["t_vhd_by_answer"] = _t_vhd_by_answer(vhd_df, answers, outcomes["baseline"].preds)
     example = _example(model, config, traps, kinds)
     paths["report"] = write_report(od.path / "report.html", f"Vision-aware heads · {model_name(model)}",
@@ -254,7 +258,12 @@ def _intro(summary: dict, config: VisionConfig) -> str:
     sinks = (f"{summary['visual_sinks_found']} visual sink tokens" if summary["visual_sinks_found"]
              else f"<b>no visual sink tokens</b>: the largest normalized activation of an image token in the sink dims "
                   f"{summary['sink_dims']} is {summary['max_image_sink_value']} (τ = {config.tau:g}); see the evidence plot")
-    return (f"<p>Held-out accuracy on ordinary questions: <b>{base.get('accuracy')}</b>; trap hallucination rate "
+    left = summary.get("below_majority_baseline") or []
+    note = (f" <b>{', '.join(left)}</b> answers do not beat the majority-class baseline (always the most frequent true "
+            f"answer), so the summary accuracy and the VHR/VAR comparison leave them out (their rows stay in the table)."
+            if left else "")
+    return (f"<p>Held-out accuracy on ordinary questions{' (' + ', '.join(summary.get('summary_kinds') or []) + ')' if left else ''}: "
+            f"<b>{base.get('accuracy')}</b>;{note} trap hallucination rate "
             f"(prior answers): <b>{base.get('hallucination_rate')}</b>; CHAIR_i {base.get('chair_i')}, CHAIR_s {base.get('chair_s')}. "
             f"Top vision-aware heads (VHD): {', '.join(f'{h} ({v:.2f})' for h, v in summary['top_vhd_heads'][:6])}. "
             f"VAR found {sinks}. VHR: α = {config.alpha:g}; VAR: p = {config.p:g}, ρ = {config.rho:g}, summ = {config.summ:g}. "

@@ -55,16 +55,26 @@ def sink_evidence(df: pd.DataFrame, tau: float) -> go.Figure:
 
 
 def condition_table(df: pd.DataFrame, conditions: Sequence[str], metrics: Sequence[tuple[str, str, str]]) -> str:
-    """HTML table: one row per ``(label, metric, prompt_id)``, one column per condition."""
+    """HTML table: one row per ``(label, metric, prompt_id)``, one column per condition; rates show their 95%
+    interval and n (marked when n < 200)."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in conditions)
     body = []
     for label, metric, pid in metrics:
         cells = []
         for c in conditions:
-            v = df[(df["metric"] == metric) & (df["condition"] == c) & (df["prompt_id"] == pid)]["value"]
-            cells.append(f"<td>{float(v.iloc[0]):.3f}</td>" if len(v) else "<td>–</td>")
+            v = df[(df["metric"] == metric) & (df["condition"] == c) & (df["prompt_id"] == pid)]
+            cells.append(f"<td>{html.escape(_cell(v.iloc[0]))}</td>" if len(v) else "<td>–</td>")
         body.append(f"<tr><td>{html.escape(label)}</td>{''.join(cells)}</tr>")
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _cell(row) -> str:
+    """A rate with its 95% interval and n where the frame carries them (``interp.stats.RATE_COLUMNS``)."""
+    from interp.stats import format_rate
+
+    if "low" in row.index and row["n"] == row["n"]:
+        return format_rate(float(row["value"]), float(row["low"]), float(row["high"]), int(row["n"]))
+    return f"{float(row['value']):.3f}"
 
 
 __all__ = ["patch_overlay", "sink_evidence", "condition_table"]

@@ -192,7 +192,7 @@ def _task_analysis(model, unit: Unit, data: TaskData) -> pd.DataFrame:
 
             df = attribution_patching(model, data.clean, data.corrupted, metric, by="head", qk_fix=unit.action["qk_fix"],
                                       task=unit.task_name)
-            df["value"] = df["value"] / (df.attrs["corrupt"] - df.attrs["clean"])  # as `interp patch` reports AtP
+            df["value"] = df["value"] / df.attrs["scale"]  # m_source − m_base, as `interp patch` reports AtP
         frames.append(df.assign(metric=df["metric"] + f"[{m}]", condition=unit.label))
     return pd.concat(frames, ignore_index=True)
 

@@ -154,6 +154,17 @@ def other_exist_question(objects, rng: random.Random, answer: str) -> Question:
     return exist_question(*rng.choice(near if near and rng.random() < 0.5 else absent), present)
 
 
+def balanced_count_question(objects, rng: random.Random) -> Question:
+    """A ``count`` question aimed at a uniformly drawn answer 0-3: the shape whose count in the scene is closest to
+    it (ties: the larger count). :func:`questions_for` asks about a uniformly drawn shape, so with 1-4 objects
+    most of its count answers are 0 (65% of the held-out set); training on those teaches "0"."""
+    names = [o.shape for o in objects]
+    target = rng.randrange(4)
+    best = min(abs(names.count(s) - target) - 0.5 * (names.count(s) > target) for s in SHAPES)
+    s = rng.choice([s for s in SHAPES if abs(names.count(s) - target) - 0.5 * (names.count(s) > target) == best])
+    return Question("count", f"How many {PLURALS[s]} are there?", str(names.count(s)))
+
+
 def questions_for(objects, rng: random.Random) -> list[Question]:
     """Every well-posed ordinary question about a scene (one per kind, drawn at random among the valid ones)."""
     out = []
