@@ -29,11 +29,13 @@ SMALL = {"atlas": {"--seq-len": ["6"], "--text-tokens": ["24"], "--quiet": []},
          "steer": {"--max-new-tokens": ["3"]},
          "circuits": {"--prompts": ["4"], "--stages": ["2"], "--keep": ["4"], "--quiet": []},
          "repair": {"--prompts": ["4"], "--quiet": []},
+         "subspace": {"--pairs": ["10"], "--epochs": ["1"], "--quiet": []},
+         "weights": {"--n-tokens": ["50"]},
          "vision": {"--n-ordinary": ["1"], "--n-trap": ["1"], "--n-captions": ["1"], "--max-caption-tokens": ["3"], "--quiet": []}}
 # spec keys made small for the tiny model (a sweep's spec is a file, so its sizes are set there)
 SMALL_SPEC = {"size": "2", "length": "4", "seq_len": "6", "text_tokens": "24", "tokens": "12", "prompts": "2"}
 # Verbs whose task needs a real tokenizer or a vision model run on the bundled models instead of the tiny one.
-MODELS = {"patch": "smollm2-135m", "steer": "smollm2-135m", "circuits": "smollm2-135m", "repair": "smollm2-135m",
+MODELS = {"patch": "smollm2-135m", "subspace": "smollm2-135m", "steer": "smollm2-135m", "circuits": "smollm2-135m", "repair": "smollm2-135m",
           "vision": "tinyvlm"}
 
 
