@@ -19,6 +19,10 @@ SMALL_N = 200
 LEVEL = 0.95
 
 
+def _prefixed(record, prefix: str) -> dict:
+    return {f"{prefix}{k}": v for k, v in asdict(record).items()}
+
+
 @dataclass(frozen=True)
 class Rate:
     """A rate ``k/n`` with its 95% Wilson interval, majority-class baseline and chance (NaN where unknown)."""
@@ -33,7 +37,7 @@ class Rate:
     small_n: bool
 
     def as_dict(self, prefix: str = "") -> dict:
-        return {f"{prefix}{k}": v for k, v in asdict(self).items()}
+        return _prefixed(self, prefix)
 
     def columns(self) -> dict:
         """The interval columns a tidy row carries beside its ``value`` (the rate)."""
@@ -107,7 +111,7 @@ class Mean:
     n: int
 
     def as_dict(self, prefix: str = "") -> dict:
-        return {f"{prefix}{k}": v for k, v in asdict(self).items()}
+        return _prefixed(self, prefix)
 
     def __str__(self) -> str:
         return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"

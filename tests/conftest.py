@@ -68,3 +68,15 @@ def tiny_dir(tmp_path_factory):
     hf.save_pretrained(d)
     tok.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests: on 2 shared cores a second thread only adds
+    synchronisation, which makes each small forward several times slower under load."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,6 +11,7 @@ import torch
 import interp
 from interp.edits import ScaleHeadOutput
 from interp.types import HeadId
+from _util import last_logit_diff as _metric
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,10 +31,6 @@ def _pair(b=3, n=10):
     bad = clean.clone()
     bad[:, 2] = torch.randint(3, 259, (b,), generator=g)
     return clean, bad
-
-
-def _metric(lg):
-    return (lg[:, -1, 5].float() - lg[:, -1, 7].float()).mean()
 
 
 def _corr(a, b):

@@ -10,26 +10,10 @@ from interp.hooks import CaptureSpec
 from interp.intervene.run import Plan
 from interp.intervene.heads import _chunks, _loop_reference, sweep_edits
 from interp.intervene.means import mean_ablate
+from _util import random_tokens as _tokens, last_logit_diff as _metric
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matrices: a second thread only adds synchronisation, which is very slow on a loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _tokens(b=3, n=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.randint(3, 259, (b, n), generator=g)
-    t[:, 0] = 1
-    return t
-
-
-def _metric(lg):
-    return (lg[:, -1, 5] - lg[:, -1, 7]).mean()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_run_matches_bridge_forward_on_both_engines(tiny_llama):

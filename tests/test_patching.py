@@ -12,15 +12,10 @@ from interp.analyze.attribution import attribution_patching
 from interp.analyze.patching import activation_patching, path_patching
 from interp.errors import InputError
 from interp.hooks import CaptureSpec
+from _util import last_logit_diff as _metric
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matrices: a second thread only adds synchronisation, which is very slow on a loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(b=3, n=8, seed=1):
@@ -31,10 +26,6 @@ def _pair(b=3, n=8, seed=1):
     bad[:, 2] = torch.randint(3, 259, (b,), generator=g)
     bad[:, n - 3] = 9
     return clean, bad
-
-
-def _metric(lg):
-    return (lg[:, -1, 5] - lg[:, -1, 7]).mean()
 
 
 def _tl(model, clean, bad, metric, fn, index_df=None, site=None):

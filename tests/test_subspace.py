@@ -6,21 +6,10 @@ import interp
 from interp import CaptureSpec, HeadId, Patch, ScaleHeadOutput, SubspacePatch, ZeroAblate
 from interp.errors import InputError, InterpError
 from interp.intervene.compile import interchange, interchange_rotated
+from _util import random_tokens as _tokens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _tokens(b=3, n=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.randint(3, 259, (b, n), generator=g)
-    t[:, 0] = 1
-    return t
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _onb(d, k, seed=0):

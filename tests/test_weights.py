@@ -8,12 +8,7 @@ from interp.analyze.weights import composition_matrix, composition_scores, ov_ci
 from interp.errors import InterpError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.errors import InputError
-from interp.jobs.domain import SEED, Checked, config, num
+from interp.jobs.domain import SEED, Checked, choice, config, num
 from interp.models.spec import ModelSpec
 from interp.tasks.sources import NiahConfig, load_needles, read_text_file
 
@@ -256,13 +256,11 @@ class PlotConfig(Checked):
 class SweepOptions(Checked):
     """``interp sweep``: how it runs (not what: that is the spec). Not part of the sweep's key."""
 
-    backend: str = "local"
+    backend: str = choice("local", ("local", "ray"))
     workers: int = num(2, lo=1, hi=256, why="Ray actors per model, each holding a loaded model")
     address: str | None = None
 
     def __post_init__(self):
-        if self.backend not in ("local", "ray"):
-            raise InputError(f"--backend {self.backend!r} unknown; use local or ray")
         if self.address and self.backend != "ray":
             raise InputError("--address needs --backend ray")
 

@@ -119,13 +119,51 @@ def num(default: Any, *, lo=None, hi=None, lo_open=False, hi_open=False, model=N
     return field(default=default, metadata={"domain": dom, "option": option})
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The names a text option takes: anything else is refused in one line that lists them."""
+
+    names: tuple[str, ...]
+
+    def check(self, option: str, value: Any) -> None:
+        if value in self.names:
+            return
+        if len(self.names) == 1:
+            hint = f"the only value is {self.names[0]}"
+        elif len(self.names) == 2:
+            hint = f"use {self.names[0]} or {self.names[1]}"
+        else:
+            hint = f"use one of {', '.join(self.names)}"
+        raise InputError(f"{option} {value!r} unknown; {hint}")
+
+
+def choice(default: str, names, *, option=None):
+    """A dataclass text field that takes one of ``names`` (checked with the numeric domains, before any work)."""
+    names = tuple(names)
+    if default not in names:
+        raise ValueError(f"default {default!r} is not among {names}")
+    return field(default=default, metadata={"choice": Choice(names), "option": option})
+
+
+def _option_of(f) -> str:
+    return f.metadata.get("option") or "--" + f.name.replace("_", "-")
+
+
+def check_choices(obj) -> None:
+    """Every ``choice`` field of ``obj`` holds one of its names."""
+    for f in fields(obj):
+        ch = f.metadata.get("choice")
+        if ch is not None:
+            ch.check(_option_of(f), getattr(obj, f.name))
+
+
 def domains(cls_or_obj) -> dict[str, tuple[str, Domain]]:
     """``field name → (option, Domain)`` of every declared field."""
     out = {}
     for f in fields(cls_or_obj):
         dom = f.metadata.get("domain")
         if dom is not None:
-            out[f.name] = (f.metadata.get("option") or "--" + f.name.replace("_", "-"), dom)
+            out[f.name] = (_option_of(f), dom)
     return out
 
 
@@ -134,7 +172,9 @@ def _items(value) -> list:
 
 
 def check_fields(obj) -> None:
-    """Type, finiteness and static range of every declared field of ``obj`` (a dataclass instance)."""
+    """Type, finiteness and static range of every declared field of ``obj`` (a dataclass instance), and the
+    names of its ``choice`` fields."""
+    check_choices(obj)
     for name, (option, dom) in domains(obj).items():
         value = getattr(obj, name)
         if value is None:
@@ -207,5 +247,5 @@ def config(cls=None, **kw):
 SEED = dict(lo=0, hi=2**32 - 1, why="numpy seeds are 32-bit")
 
 
-__all__ = ["Domain", "num", "domains", "check_fields", "check_model_fields", "Checked", "config", "REGISTRY", "SEED",
+__all__ = ["Domain", "num", "Choice", "choice", "domains", "check_fields", "check_model_fields", "Checked", "config", "REGISTRY", "SEED",
            "MODEL_BOUNDS"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from interp.errors import InputError
-from interp.jobs.domain import SEED, Checked, config, num
+from interp.jobs.domain import SEED, Checked, choice, config, num
 from interp.models.spec import ModelSpec
 from interp.types import DIRECTIONS
 
@@ -21,25 +21,13 @@ MAX_TASK_PROMPTS = 2000
 
 @config
 class PatchConfig(Checked):
-    task: str = "ioi"
-    method: str = "exact"
-    by: str = "head"
+    task: str = choice("ioi", ("ioi",))
+    method: str = choice("exact", METHODS)
+    by: str = choice("head", ("head", "head_pos"))
     prompts: int = num(20, lo=1, hi=MAX_TASK_PROMPTS, why="task prompts repeat past this and every prompt is patched per head")
     seed: int = num(0, **SEED)
-    corruption: str = "abc"
-    direction: str = "denoising"
-
-    def __post_init__(self):
-        if self.task != "ioi":
-            raise InputError(f"--task {self.task!r} unknown; the available task is: ioi")
-        if self.method not in METHODS:
-            raise InputError(f"--method {self.method!r} unknown; use one of {', '.join(METHODS)}")
-        if self.by not in ("head", "head_pos"):
-            raise InputError(f"--by {self.by!r} unknown; use head or head_pos")
-        if self.corruption not in ("abc", "flip"):
-            raise InputError(f"--corruption {self.corruption!r} unknown; use abc or flip")
-        if self.direction not in DIRECTIONS:
-            raise InputError(f"--direction {self.direction!r} unknown; use {' or '.join(DIRECTIONS)}")
+    corruption: str = choice("abc", ("abc", "flip"))
+    direction: str = choice("denoising", DIRECTIONS)
 
     def check(self, spec: ModelSpec) -> None:
         _causal(spec, "patch")
@@ -51,7 +39,7 @@ class SteerConfig(Checked):
     heads: tuple[str, ...] = ()
     alpha: float = num(5.0, lo=-1000, hi=1000, why="multiples of the direction's std; beyond this the output is noise")
     max_new_tokens: int = num(20, lo=1, model="context")
-    concept: str = "sentiment"
+    concept: str = choice("sentiment", ("sentiment",))
 
     def __post_init__(self):
         from interp.types import HeadId
@@ -62,8 +50,6 @@ class SteerConfig(Checked):
             raise InputError("give at least one --heads L.H (e.g. --heads 9.6 12.3)")
         for h in self.heads:
             HeadId.parse(h)
-        if self.concept != "sentiment":
-            raise InputError(f"--concept {self.concept!r} unknown; the available concept is: sentiment")
 
     def check(self, spec: ModelSpec) -> None:
         from interp.types import HeadId

@@ -6,7 +6,7 @@ range, site width) is checked in ``check(spec)``, also before the load.
 from __future__ import annotations
 
 from interp.errors import InputError
-from interp.jobs.domain import SEED, Checked, config, num
+from interp.jobs.domain import SEED, Checked, choice, config, num
 from interp.jobs.patch_config import MAX_TASK_PROMPTS
 from interp.models.spec import ModelSpec
 
@@ -21,8 +21,8 @@ def _layers_heads(spec: ModelSpec) -> tuple[int | None, int | None]:
 
 @config
 class SubspaceConfig(Checked):
-    task: str = "ioi"
-    site: str = "mlp_post"
+    task: str = choice("ioi", ("ioi",))
+    site: str = choice("mlp_post", CLI_SITES)
     layer: int | None = num(None, lo=0, model="layer", kind=int)  # None: two thirds of the depth (see layer_for)
     pairs: int = num(200, lo=10, hi=MAX_TASK_PROMPTS, why="IOI prompts repeat past this; each pair is trained on every epoch")
     dim: int = num(1, lo=1, hi=4096, why="a subspace narrower than the site; the site's own width is checked against the model")
@@ -34,17 +34,11 @@ class SubspaceConfig(Checked):
     seed: int = num(0, **SEED)
     boundless: bool = False
     split_heads: tuple[str, ...] = ()
-    weight: str = "q"
+    weight: str = choice("q", WEIGHT_KINDS)
 
     def __post_init__(self):
         from interp.types import HeadId
 
-        if self.task != "ioi":
-            raise InputError(f"--task {self.task!r} unknown; the available task is: ioi")
-        if self.site not in CLI_SITES:
-            raise InputError(f"--site {self.site!r} unknown; use one of {', '.join(CLI_SITES)}")
-        if self.weight not in WEIGHT_KINDS:
-            raise InputError(f"--weight {self.weight!r} unknown; use one of {', '.join(WEIGHT_KINDS)}")
         for h in self.split_heads:
             HeadId.parse(h)
         if self.site.startswith("resid") and not self.split_heads:
