@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -29,23 +27,21 @@ FLEX_STATS = ("lse", "entropy", "max_weight")  # on CUDA; eager Flex on a CPU re
 
 
 def _timed(fn, reps: int, cuda: bool) -> tuple[float, float]:
-    """Median seconds over ``reps`` calls after a warm-up, and the peak memory the call adds (GiB; nan on CPU)."""
+    """Median seconds over ``reps`` calls (``attn_kernel``'s timer) after a warm-up, and the peak memory the call
+    adds (GiB; nan on CPU)."""
     import torch
 
+    from attn_kernel import _median_time
+
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    fn()
+    fn()  # compiles, so that the memory baseline below is the steady state
     sync()
     base = torch.cuda.memory_allocated() if cuda else 0
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+    median = _median_time(fn, reps, sync)
     peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if cuda else float("nan")
-    return statistics.median(times), peak
+    return median, peak
 
 
 def layer_row(dtype, n: int, key_mass: bool, device: str, reps: int, heads=(9, 3, 64)) -> dict:

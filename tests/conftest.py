@@ -10,8 +10,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def pytest_configure(config):
     """Under pytest-xdist (``make test``) the controller builds the caches that models share (the dequantized
     SmolLM2, the tiny models' byte tokenizer) once before the workers start, so that on a fresh clone two
-    workers never build one at the same time (the second would replace the first's folder under its reader)."""
-    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+    workers never build one at the same time (the second would replace the first's folder under its reader).
+    Each worker then runs one intra-op thread, and so do the kernels and CLI processes its tests start: with
+    as many workers as cores, a second thread per worker only waits for a core the other worker holds."""
+    if hasattr(config, "workerinput"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+        return
+    if getattr(config.option, "numprocesses", None):
         from interp.models.bundled import smollm2_dir
         from interp.models.tiny import byte_tokenizer
 
@@ -80,3 +88,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# The longest test files, longest first (measured with --durations=0): each runs whole on one worker under
+# ``--dist loadfile --no-loadscope-reorder``, so collecting them first lets two pytest-xdist workers share them
+# from the start instead of one worker meeting a long file at the end alone.
+LONG_FILES = ("test_notebooks.py", "test_readme.py", "test_sweep.py", "test_patching.py", "test_kernels_flex.py",
+              "test_circuits.py", "test_kernels.py", "test_fuzz_eager.py", "test_cli_patch.py", "test_vision.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: file order kept otherwise
