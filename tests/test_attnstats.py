@@ -257,3 +257,21 @@ def test_bf16_model_stats_close_to_fp32_eager():
         a, b = getattr(st16, name), getattr(st32, name)
         w = v[..., None] if a.dim() == 5 else v
         assert ((a - b).abs() * w).max() <= tol, name
+
+
+def test_a_long_forward_hands_the_free_heap_back_once(tiny_llama, monkeypatch):
+    """On the CPU the fused path calls malloc_trim once per forward, after the last layer (before the logits are
+    allocated), and only when a call has at least TRIM_MIN_PRODUCTS query x key products."""
+    from interp.attnstats.kernels import _threads
+
+    calls = []
+    monkeypatch.delenv("INTERP_KEEP_MALLOC_ARENAS", raising=False)
+    monkeypatch.setattr(_threads, "_LIBC", lambda pad: calls.append(pad))
+    monkeypatch.setattr(_threads.sys, "platform", "linux")
+    heads = tiny_llama.cfg.n_heads
+    long_n = int((_threads.TRIM_MIN_PRODUCTS / heads) ** 0.5) + 1
+    for n, want in ((64, []), (long_n, [0])):
+        calls.clear()
+        toks = torch.randint(3, 259, (1, n), generator=torch.Generator().manual_seed(n))
+        attention_stats(tiny_llama, toks)
+        assert calls == want, n

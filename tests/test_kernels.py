@@ -612,19 +612,3 @@ def test_window_and_sink_bad_values_raise_one_line():
     b = attn_stats_kernel(q, k, v, scale=1.0, causal=True, backend="cpu")
     assert torch.equal(a.entropy, b.entropy)
 
-
-def test_large_cpu_calls_hand_the_free_heap_back(monkeypatch):
-    """A call of at least TRIM_MIN_PRODUCTS query x key products ends with one malloc_trim; a small one does not
-    (the heap walk would cost more than it frees)."""
-    from interp.attnstats.kernels import _threads
-
-    calls = []
-    monkeypatch.delenv("INTERP_KEEP_MALLOC_ARENAS", raising=False)
-    monkeypatch.setattr(_threads, "_LIBC", lambda pad: calls.append(pad))
-    monkeypatch.setattr(_threads.sys, "platform", "linux")
-    side = math.isqrt(_threads.TRIM_MIN_PRODUCTS)
-    for n, want in ((64, 0), (side, 1)):
-        q, k, v = (torch.randn(1, 1, n, 8) for _ in range(3))
-        attn_stats_kernel(q, k, v, scale=0.35, causal=True, backend="cpu")
-        assert len(calls) == want, n
-    assert calls == [0]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp.attnstats.kernels import HeadEdit, KernelStats, attn_stats_kernel
+from interp.attnstats.kernels._threads import release_free_heap
 from interp.errors import UnsupportedModelError
 
 IMPL_NAME = "interp_stats"
@@ -114,6 +115,12 @@ def _sinks(module, kwargs: dict):
     return s_aux
 
 
+def _n_layers(module) -> int:
+    cfg = getattr(module, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    return int(getattr(cfg, "num_hidden_layers", 0) or 0)
+
+
 def _interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     rec = _ACTIVE.get()
     if rec is None:
@@ -141,6 +148,8 @@ def _interp_attention(module, query, key, value, attention_mask, scaling=None, d
         window=kwargs.get("sliding_window"), sinks=_sinks(module, kwargs),
     )
     rec.store(layer, st)
+    if query.device.type == "cpu" and layer == _n_layers(module) - 1:  # before the logits are allocated
+        release_free_heap(query.shape[0] * query.shape[1] * query.shape[2] * key.shape[2])
     window = kwargs.get("sliding_window")
     rec.windows[layer] = None if window is None else int(window)
     if rec.stop_after == layer:

@@ -45,7 +45,7 @@ import torch
 
 from ._cext import rows_lib
 from ._common import KernelStats, Problem, compute_dtype, query_valid
-from ._threads import chunked, release_free_heap, run_chunks
+from ._threads import chunked, run_chunks
 from .edits import ACT_EMPTY
 
 NEG = -1.0e30
@@ -123,7 +123,6 @@ def attn_stats_cpu(
         blocks = [(i0, min(Q, i0 + ctx.bq)) for i0 in range(0, Q, ctx.bq)]
         chunks = chunked(blocks, CHUNKS_PER_THREAD * torch.get_num_threads())
         partial = run_chunks(lambda c: _run_chunk(ctx, c), chunks)
-        release_free_heap(B * H * Q * K)
         kmass = None
         if key_mass:
             kmass = torch.zeros(B * KV * G, K, dtype=ctx.cd, device=q.device)
