@@ -17,9 +17,10 @@ from interp.types import HeadId
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello", "a b c d e"]
 
 
-def hf_eager_patterns(model, st):
-    """Patterns from the plain HF model with output_attentions=True (eager), the oracle the issue names."""
-    hf = model.original_model
+def hf_eager_patterns(model, st, hf=None):
+    """Patterns from the plain HF model with output_attentions=True (eager), the oracle the issue names: ``hf``, or
+    the bridge's own model with the bridge components swapped out for the call."""
+    hf = model.original_model if hf is None else hf
     swaps = []
     _unwrap_bridge(hf, swaps)
     old = hf.config._attn_implementation
@@ -35,8 +36,8 @@ def hf_eager_patterns(model, st):
     return torch.stack(out.attentions, 1), out.logits  # [batch layer head q k]
 
 
-def assert_matches_eager(model, st, atol=1e-4):
-    pats, logits = hf_eager_patterns(model, st)
+def assert_matches_eager(model, st, atol=1e-4, hf=None):
+    pats, logits = hf_eager_patterns(model, st, hf)
     v = st.attention_mask.bool()
     qv = v[:, None, None, :]
     ref = stats_from_pattern(pats.flatten(1, 2), _seg(st), v)
@@ -74,8 +75,12 @@ def test_fused_equals_eager_backend_on_bridge(tiny_llama):
 
 @pytest.mark.smollm
 def test_smollm2_stats_equal_eager_patterns(smollm2):
+    """The oracle is a plain transformers SmolLM2 of its own: the shared bridge's ``original_model`` holds bridge
+    components, and after other tests have patched through TransformerLens (``run_with_cache`` leaves its hooks
+    doubled) its ``output_attentions`` returned 60 patterns for 30 layers."""
     st = attention_stats(smollm2, ["The capital of France is Paris.", "Mary and John went to the store; John gave it to"], key_mass=True)
-    assert_matches_eager(smollm2, st, atol=2e-4)
+    plain = interp.load_model("smollm2-135m", bridge=False)
+    assert_matches_eager(smollm2, st, atol=2e-4, hf=plain)
 
 
 def test_minilm_stats_equal_eager_patterns(minilm):
