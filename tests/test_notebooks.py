@@ -13,12 +13,33 @@ def test_notebook_is_stripped(path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
 
 
+@pytest.fixture(scope="module")
+def kernel():
+    """One Jupyter kernel (a real process, started as Jupyter starts one) for every notebook: each notebook then
+    pays for its own work, not for importing torch, transformers and TransformerLens again (~6 s each on this
+    machine). Before each notebook the kernel's namespace is emptied (``%reset -f``), so a notebook that leans on
+    a name from an earlier one fails here as it would for a user."""
+    import os
+
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(NOTEBOOKS[0].parent), env={**os.environ, "INTERP_NOTEBOOK_SMALL": "1"})
+    yield km
+    km.shutdown_kernel(now=True)
+
+
 @pytest.mark.smollm
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path, monkeypatch):
-    monkeypatch.setenv("INTERP_NOTEBOOK_SMALL", "1")
+def test_notebook_executes(path, kernel):
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    nb.cells.insert(0, nbformat.v4.new_code_cell("get_ipython().run_line_magic('reset', '-f')"))
+    client = NotebookClient(nb, timeout=600, km=kernel, resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute()
+    finally:
+        if client.kc is not None:
+            client.kc.stop_channels()
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
