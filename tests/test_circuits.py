@@ -297,3 +297,25 @@ def test_repair_report_figure_has_wilson_bars_and_random_draws_as_points():
     assert isinstance(points, go.Scatter) and list(points.y) == [0.4, 0.6, 0.5] and set(points.x) == {"random"}
     assert abs(fig.layout.shapes[0].y0 - 2 / 3) < 1e-9 and "under 200" in fig.layout.title.text
     assert repair_summary(df).columns.name is None  # no empty "metric" column in the report's table
+
+
+@pytest.mark.smollm
+@pytest.mark.parametrize("verb, option", [("circuits", "--prompts"), ("repair", "--ioi-prompts")])
+def test_an_atp_pass_beyond_the_free_memory_is_refused_before_any_forward(verb, option, monkeypatch, capsys, tmp_path):
+    """The estimate (calibrated on the 200-prompt IOI run) against 2 GiB free: one line naming the count that
+    fits, exit 2, and no result written (the folder holds only the manifest, which a rerun with other settings
+    replaces)."""
+    import interp.jobs.config as jc
+    from interp.analyze.attribution import atp_bytes
+
+    monkeypatch.setattr(jc, "free_memory_bytes", lambda: 2 * 2**30)
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--model", "smollm2-135m", option, "200", "--out", str(tmp_path / "o"), "--threads", "1"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and f"{option} 200:" in err and "GiB is free" in err, err
+    fits = int(err.rsplit(f"use {option} ", 1)[1].split()[0])
+    assert 1 <= fits < 200 and {p.name for p in (tmp_path / "o").iterdir()} <= {"manifest.json", ".interp-lock"}
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(n_layers=30, d_model=576, d_mlp=1536, n_heads=9, d_vocab=49152)  # SmolLM2
+    assert abs(atp_bytes(SimpleNamespace(cfg=cfg), 200, 16) / 12.5e9 - 1) < 0.05  # the calibration run

@@ -39,9 +39,10 @@ def run_circuits(model, out: str | Path, config: CircuitsConfig, *, progress: bo
     from interp.plot.export import write_report
     from interp.store import ResumableTable
 
-    od = claim(out, "circuits", resolved(model_name(model), model_source(model), config))
     t0 = time.perf_counter()
     task = make_task(model, config.task, config.prompts, config.seed)
+    check_atp_memory(model, task, "--prompts")
+    od = claim(out, "circuits", resolved(model_name(model), model_source(model), config))
     store = ResumableTable(od.parts_dir)
     circ = discover_circuit(model, task, config.params(), store=store, progress=progress)
     info = dict(circ.info)
@@ -60,6 +61,24 @@ def run_circuits(model, out: str | Path, config: CircuitsConfig, *, progress: bo
     paths["run"] = write_run(od, model, inputs={"prompts": len(task), "clean": task.clean[:2], "corrupted": task.corrupted[:2]},
                              timings={"total_s": time.perf_counter() - t0, **info.pop("timings")}, summary=info)
     return paths
+
+
+def check_atp_memory(model, task, option: str) -> None:
+    """Refuse, in one line and before any forward, a task whose AtP pass would not fit in the free memory (a
+    200-prompt Colored Objects batch is 37,400 tokens: far beyond a 24 GB machine), naming the count that fits."""
+    from interp.analyze.attribution import atp_bytes
+    from interp.errors import InputError
+    from interp.inputs import to_batch
+    from interp.jobs.config import free_memory_bytes
+
+    free = free_memory_bytes()
+    batch, seq = to_batch(model, task.clean).tokens.shape
+    need = atp_bytes(model, batch, seq)
+    if free is None or need <= 0.8 * free:
+        return
+    fits = int(0.8 * free // atp_bytes(model, 1, seq))
+    raise InputError(f"{option} {batch}: the attribution pass over {batch} prompts of {seq} tokens ({task.name}) needs about "
+                     f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free; use {option} {max(fits, 1)} or fewer")
 
 
 def _faith_part(store, compute) -> dict:
@@ -147,6 +166,10 @@ def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool =
     from interp.store import ResumableTable
     from interp.tasks.colored_objects import colored_objects
 
+    ioi = None
+    if config.circuit is None:  # discovered here: its AtP pass must fit
+        ioi = ioi_task(model, config.ioi_prompts, config.seed)
+        check_atp_memory(model, ioi, "--ioi-prompts")
     od = claim(out, "repair", resolved(model_name(model), model_source(model), config))
     t0 = time.perf_counter()
     store = ResumableTable(od.parts_dir)
@@ -156,7 +179,7 @@ def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool =
         heads = read_circuit_tables(config.circuit, "--circuit")[0]
     else:
         heads = cached(store, "ioi-circuit", lambda: discover_circuit(
-            model, ioi_task(model, config.ioi_prompts, config.seed), CircuitParams(keep=config.keep), progress=progress).heads)
+            model, ioi, CircuitParams(keep=config.keep), progress=progress).heads)
     inh, neg, movers = repair_heads(heads, config.n_inhibition)
     if len(inh) < config.n_inhibition:
         import warnings
