@@ -46,11 +46,17 @@ def main(argv=None) -> None:
     from interp.analyze.vision_interventions import evaluate
 
     t0 = time.perf_counter()
-    m = interp.load_model("tinyvlm")
-    if args.weights:
-        from interp.models.tinyvlm import load_vision_weights
+    if args.weights:  # assembled with those weights, then bridged as load_model("tinyvlm") does
+        from interp.errors import InterpError
+        from interp.models.tinyvlm import build_tinyvlm
 
-        load_vision_weights(m, Path(args.weights))
+        try:
+            m = interp.models.from_hf(*build_tinyvlm(Path(args.weights)), name="tinyvlm")
+        except InterpError as e:
+            print(f"eval_tinyvlm.py: error: --weights {args.weights}: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    else:
+        m = interp.load_model("tinyvlm")
     ordinary, traps, caps = V.eval_sets(args.seed, args.ordinary, max(args.trap, 1), max(args.captions, 1))
     its = V.items(m, ordinary, kinds=kinds) + (V.items(m, traps) if args.trap else [])
     preds = V.baseline_answers(m, its)
