@@ -9,6 +9,17 @@ from interp.types import DIRECTIONS
 METHODS = ("exact", "atp", "atp*")
 
 
+def check_head(spec: ModelSpec, option: str, text: str, n_layers: int | None, n_heads: int | None) -> None:
+    """``text`` (a head such as ``L23H3`` or ``23.3``) names a layer and a query head the model has."""
+    from interp.types import HeadId
+
+    h = HeadId.parse(text)
+    if n_layers is not None and not 0 <= h.layer < n_layers:
+        raise InputError(f"{option} {text}: layer {h.layer} out of range; {spec.name!r} has {n_layers} layers (0-{n_layers - 1})")
+    if n_heads is not None and not 0 <= h.head < n_heads:
+        raise InputError(f"{option} {text}: head {h.head} out of range; {spec.name!r} has {n_heads} query heads (0-{n_heads - 1})")
+
+
 def _causal(spec: ModelSpec, verb: str) -> None:
     if spec.kind != "causal":
         raise InputError(f"interp {verb} needs a causal language model; {spec.name!r} is {spec.kind}")
@@ -52,17 +63,11 @@ class SteerConfig(Checked):
             HeadId.parse(h)
 
     def check(self, spec: ModelSpec) -> None:
-        from interp.types import HeadId
-
         _causal(spec, "steer")
         cfg = spec.text_config
         n_layers, n_heads = cfg.get("num_hidden_layers"), cfg.get("num_attention_heads")
         for text in self.heads:
-            h = HeadId.parse(text)
-            if n_layers is not None and not 0 <= h.layer < n_layers:
-                raise InputError(f"--heads {text}: layer {h.layer} out of range; {spec.name!r} has {n_layers} layers (0-{n_layers - 1})")
-            if n_heads is not None and not 0 <= h.head < n_heads:
-                raise InputError(f"--heads {text}: head {h.head} out of range; {spec.name!r} has {n_heads} query heads (0-{n_heads - 1})")
+            check_head(spec, "--heads", text, n_layers, n_heads)
         from interp.jobs.prompts import check_prompt_lengths
 
         check_prompt_lengths(spec, [self.prompt], "--prompt", extra=self.max_new_tokens, extra_what="--max-new-tokens")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from interp.errors import InputError
 from interp.jobs.domain import SEED, Checked, choice, config, num
-from interp.jobs.patch_config import MAX_TASK_PROMPTS
+from interp.jobs.patch_config import MAX_TASK_PROMPTS, check_head
 from interp.models.spec import ModelSpec
 
 CLI_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post")
@@ -53,8 +53,6 @@ class SubspaceConfig(Checked):
         return self.layer if self.layer is not None else round(2 * n_layers / 3)
 
     def check(self, spec: ModelSpec) -> None:
-        from interp.types import HeadId
-
         spec.require_causal("subspace")
         n_layers, n_heads = _layers_heads(spec)
         cfg = spec.text_config
@@ -62,11 +60,7 @@ class SubspaceConfig(Checked):
         if width is not None and self.dim >= width:
             raise InputError(f"--dim {self.dim} must be below the site's width {width} (dim = width is the whole-component patch)")
         for text in self.split_heads:
-            h = HeadId.parse(text)
-            if n_layers is not None and not 0 <= h.layer < n_layers:
-                raise InputError(f"--split-heads {text}: layer {h.layer} out of range; {spec.name!r} has {n_layers} layers")
-            if n_heads is not None and not 0 <= h.head < n_heads:
-                raise InputError(f"--split-heads {text}: head {h.head} out of range; {spec.name!r} has {n_heads} query heads")
+            check_head(spec, "--split-heads", text, n_layers, n_heads)
 
 
 @config
