@@ -104,6 +104,34 @@ def test_discovery_reuse_and_repair_on_tiny(tiny_llama):
         assert torch.allclose(row[torch.arange(3), wrong[0]], torch.full((3,), 0.5))
 
 
+def test_chunked_discovery_and_faithfulness_equal_one_batch(tiny_llama):
+    """Chunks of 1-2 prompts (uneven lengths, so each chunk pads differently) give the one-batch circuit: the
+    same AtP scores, stage effects, heads and faithfulness, to float rounding."""
+    from interp.analyze.circuits import faithfulness, task_chunks
+
+    clean = CLEAN + ["Small green frogs hop.", "One bird sang"]
+    bad = BAD + ["Small brown toads hop.", "One frog sang"]
+    m = _toy_task(tiny_llama, clean, bad)
+    m = CircuitTask(m.name, m.clean, m.corrupted, LogitDiff(torch.tensor([70, 80, 90, 60, 50]), torch.tensor([71, 81, 91, 61, 51]),
+                                                            m.metric.end), m.positions, m.groups, m.copy_pairs)
+    whole = CircuitParams(n_stages=2, top_frac=0.2, min_effect=0.0, keep=4, guard_frac=0)
+    small = CircuitParams(n_stages=2, top_frac=0.2, min_effect=0.0, keep=4, guard_frac=0, chunk_tokens=20)
+    chunks = task_chunks(tiny_llama, m, 20)
+    assert len(task_chunks(tiny_llama, m, 10**6)) == 1 and len(chunks) >= 3
+    assert sum(len(c) for c in chunks) == 5 and [p for c in chunks for p in c.clean] == m.clean
+    a, b = discover_circuit(tiny_llama, m, whole), discover_circuit(tiny_llama, m, small)
+    assert b.info["chunks"] == len(chunks) and a.info["chunks"] == 1
+    assert a.info["metric_clean"] == pytest.approx(b.info["metric_clean"], abs=1e-5)
+    pa, pb = a.patching.sort_values(["metric", "condition", "layer", "head"]), b.patching.sort_values(["metric", "condition", "layer", "head"])
+    assert list(pa["metric"]) == list(pb["metric"]) and len(pa) > 12
+    assert torch.allclose(torch.tensor(pa["value"].to_numpy()), torch.tensor(pb["value"].to_numpy()), atol=1e-4, rtol=1e-4)
+    assert a.head_ids() == b.head_ids()
+    fa = faithfulness(tiny_llama, m, a.head_ids(), guard_frac=0)
+    fb = faithfulness(tiny_llama, m, a.head_ids(), guard_frac=0, chunk_tokens=20)
+    for key in ("full", "circuit", "empty", "spread"):
+        assert fa[key] == pytest.approx(fb[key], abs=1e-5)
+
+
 def test_faithfulness_is_nan_with_a_reason_when_full_minus_empty_is_noise(tiny_llama, monkeypatch):
     """Constructed case (the Colored Objects failure): the full model's metric scatters ±3 across prompts while
     full − empty is 0.02, so faithfulness_norm would be ~(circuit − empty)/0.02; it is NaN with a reason."""
@@ -113,7 +141,7 @@ def test_faithfulness_is_nan_with_a_reason_when_full_minus_empty_is_noise(tiny_l
 
     full = torch.tensor([3.0, -2.8, 3.1, -3.0])  # mean 0.075, sd ≈ 3.5
 
-    def fake(model, task, ablate, per_prompt=False):
+    def fake(model, task, ablate, per_prompt=False, chunk_tokens=None):
         if not ablate:
             return full if per_prompt else float(full.mean())
         return 0.4 if len(ablate) < 12 else float(full.mean()) - 0.02
@@ -301,10 +329,11 @@ def test_repair_report_figure_has_wilson_bars_and_random_draws_as_points():
 
 @pytest.mark.smollm
 @pytest.mark.parametrize("verb, option", [("circuits", "--prompts"), ("repair", "--ioi-prompts")])
-def test_an_atp_pass_beyond_the_free_memory_is_refused_before_any_forward(verb, option, monkeypatch, capsys, tmp_path):
-    """The estimate (calibrated on the 200-prompt IOI run) against 2 GiB free: one line naming the count that
-    fits, exit 2, and no result written (the folder holds only the manifest, which a rerun with other settings
-    replaces)."""
+def test_an_atp_chunk_beyond_the_free_memory_is_refused_before_any_forward(verb, option, smollm2, monkeypatch, capsys,
+                                                                          tmp_path):
+    """The estimate (calibrated on the 200-prompt IOI run) of one chunk's AtP pass against 2 GiB free: one line
+    naming the chunk size that fits, exit 2, and no result written (the folder holds only the manifest, which a
+    rerun with other settings replaces). The chunk size it names is accepted."""
     import interp.jobs.config as jc
     from interp.analyze.attribution import atp_bytes
 
@@ -312,9 +341,13 @@ def test_an_atp_pass_beyond_the_free_memory_is_refused_before_any_forward(verb, 
     with pytest.raises(SystemExit) as e:
         main([verb, "--model", "smollm2-135m", option, "200", "--out", str(tmp_path / "o"), "--threads", "1"])
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and "\n" not in err and f"{option} 200:" in err and "GiB is free" in err, err
-    fits = int(err.rsplit(f"use {option} ", 1)[1].split()[0])
-    assert 1 <= fits < 200 and {p.name for p in (tmp_path / "o").iterdir()} <= {"manifest.json", ".interp-lock"}
+    assert e.value.code == 2 and "\n" not in err and "GiB is free" in err and "a chunk of 128 prompts" in err, err
+    fits = int(err.rsplit("use --chunk-tokens ", 1)[1].split()[0])
+    assert 16 <= fits < 2048 and {p.name for p in (tmp_path / "o").iterdir()} <= {"manifest.json", ".interp-lock"}
+    from interp.analyze.circuits import ioi_task
+    from interp.jobs.circuits import check_atp_memory
+
+    check_atp_memory(smollm2, ioi_task(smollm2, 200), fits, "--chunk-tokens")
     from types import SimpleNamespace
 
     cfg = SimpleNamespace(n_layers=30, d_model=576, d_mlp=1536, n_heads=9, d_vocab=49152)  # SmolLM2

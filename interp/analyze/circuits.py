@@ -34,6 +34,12 @@ averaged over the first ``attn_prompts`` clean prompts. The copy score (Wang et 
 ``P(token in top-k) − P(token in bottom-k)`` of ``unembed(norm(OV_h(x_t)))`` over the task's answer tokens, with
 ``x_t`` the residual stream after layer 0 on ``BOS + token`` (the "embedding after MLP0") and k = ``copy_top``.
 
+**Chunks.** Prompts are processed in chunks of at most ``chunk_tokens`` padded tokens (:func:`task_chunks`):
+the AtP* pass, the clean and corrupted runs, every path-patching sweep and the faithfulness runs. Every quantity
+here is a mean over prompts of a per-prompt value, and prompts do not interact (each row attends to itself only),
+so a chunk's result weighted by its share of the prompts sums to the whole batch's: chunking changes float
+rounding, not the circuit. It is what lets 200 Colored Objects prompts (37,400 tokens) run in a few GB.
+
 **Faithfulness**: the metric with every head outside the circuit mean-ablated (per-position means of ``z`` over
 the corrupted prompts of the same template), divided by the full model's; ``faithfulness_norm`` also
 subtracts the metric with every head ablated. Either is NaN, with a reason, when its denominator is below 10% of
@@ -132,6 +138,64 @@ def make_task(model, name: str, n: int, seed: int = 0) -> CircuitTask:
     return TASKS[name](model, n, seed)
 
 
+# ---------------------------------------------------------------------------------------------- chunks
+
+
+def subtask(task: CircuitTask, idx: Sequence[int]) -> CircuitTask:
+    """Prompts ``idx`` of ``task`` as a task of their own (metric, positions and groups restricted to them)."""
+    from dataclasses import replace
+
+    i = torch.as_tensor(list(idx), dtype=torch.long)
+    m = task.metric
+    return replace(task, clean=[task.clean[j] for j in idx], corrupted=[task.corrupted[j] for j in idx],
+                   metric=replace(m, io=m.io[i], s=m.s[i], end=m.end[i]), positions={k: v[i] for k, v in task.positions.items()},
+                   groups=[task.groups[j] for j in idx], data=None)
+
+
+def task_chunks(model, task: CircuitTask, max_tokens: int) -> list[CircuitTask]:
+    """Consecutive prompts in chunks of at most ``max_tokens`` padded tokens (one prompt at least); the task
+    itself when it fits. See the module docstring for why chunking is exact."""
+    from interp.inputs import to_batch
+
+    lengths = to_batch(model, task.clean).attention_mask.sum(1).tolist()
+    groups: list[list[int]] = [[]]
+    width = 0
+    for i, n in enumerate(lengths):
+        if groups[-1] and max(width, n) * (len(groups[-1]) + 1) > max_tokens:
+            groups.append([])
+            width = 0
+        groups[-1].append(i)
+        width = max(width, n)
+    return [task] if len(groups) == 1 else [subtask(task, g) for g in groups]
+
+
+def _weighted(per_chunk: Sequence[Sequence[float]], weights: Sequence[float]) -> list[float]:
+    """Σ_c w_c · v_c per position: chunk means → the whole batch's mean."""
+    return [sum(w * v[i] for w, v in zip(weights, per_chunk)) for i in range(len(per_chunk[0]))]
+
+
+@dataclass(eq=False)
+class _Part:
+    """One chunk's clean and corrupted runs: tokens, ``z`` captures (logits dropped) and metric values."""
+
+    task: CircuitTask
+    weight: float
+    clean: torch.Tensor  # [batch pos]
+    corrupted: torch.Tensor  # [batch pos]
+    caches: tuple
+    per_prompt: torch.Tensor  # [batch] clean metric
+
+
+def _part(model, task: CircuitTask, weight: float) -> _Part:
+    a, b = check_batches_align(model, task.clean, task.corrupted)
+    _, cap_clean = run(model, a.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=a.attention_mask)
+    _, cap_bad = run(model, b.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=b.attention_mask)
+    per = task.metric.per_prompt(cap_clean.logits).detach().float().cpu()
+    m_clean, m_bad = scalar(task.metric(cap_clean.logits)), scalar(task.metric(cap_bad.logits))
+    cap_clean.logits = cap_bad.logits = None  # every position's vocabulary row: the bulk of a capture, not needed again
+    return _Part(task, weight, a.tokens, b.tokens, (cap_clean, cap_bad, m_clean, m_bad), per)
+
+
 # ------------------------------------------------------------------------------------ path patching
 
 
@@ -163,7 +227,8 @@ def path_patch_senders(model, clean, corrupted, metric, senders: Sequence[HeadId
                        max_rows: int = 256, progress: bool = False, caches=None) -> tuple[list[float], float, float, float]:
     """Batched path patching: ``(metric per sender, m_clean, m_corrupt, forward-pass equivalents)``.
 
-    ``receivers`` is None (to the logits) or ``(site, layer, index)`` triples (``q`` index = query head, ``k``/``v``
+    ``caches`` are the clean and corrupted ``z`` captures of these prompts, optionally followed by the two metric
+    values (then the captures need no logits). ``receivers`` is None (to the logits) or ``(site, layer, index)`` triples (``q`` index = query head, ``k``/``v``
     index = KV group). A sender is patched into the receivers after its own layer only. The readable reference
     is :func:`interp.analyze.patching.path_patching`, which this matches where every sender precedes every receiver.
     """
@@ -174,9 +239,9 @@ def path_patch_senders(model, clean, corrupted, metric, senders: Sequence[HeadId
     if caches is None:
         _, cap_clean = run(model, a.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=a.attention_mask)
         _, cap_bad = run(model, b.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=b.attention_mask)
-    else:
-        cap_clean, cap_bad = caches
-    m_clean, m_bad = scalar(metric(cap_clean.logits)), scalar(metric(cap_bad.logits))
+        caches = (cap_clean, cap_bad)
+    cap_clean, cap_bad, *known = caches  # (clean, corrupted[, m_clean, m_corrupt]) when the logits were dropped
+    m_clean, m_bad = known or (scalar(metric(cap_clean.logits)), scalar(metric(cap_bad.logits)))
     if receivers is None:
         items = [[Patch("z", h.layer, h.head, source=cap_bad)] + [Patch("z", l, None, source=cap_clean) for l in range(h.layer + 1, L)]
                  for h in senders]
@@ -236,13 +301,22 @@ def _all_heads(model) -> list[HeadId]:
     return [HeadId(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
 
 
-def atp_scores(model, task: CircuitTask) -> pd.DataFrame:
+def atp_scores(model, task: CircuitTask, chunks: Sequence[CircuitTask] | None = None) -> pd.DataFrame:
     """AtP* noising estimates for every head (tidy, ``atp:z`` and friends), normalized by ``m_corrupt − m_clean``
-    (AtP* itself changes only the ``atp*:q``/``atp*:k`` rows; pruning ranks by ``atp:z``)."""
+    (AtP* itself changes only the ``atp*:q``/``atp*:k`` rows; pruning ranks by ``atp:z``). With ``chunks`` (a
+    partition of the task's prompts) one pass per chunk, weighted by its share: the estimate is a mean over
+    prompts, so this equals the one-pass value while memory follows the chunk."""
     from interp.analyze.attribution import attribution_patching
 
-    df = attribution_patching(model, task.clean, task.corrupted, task.metric, by="head", qk_fix=True, task=task.name,
-                              direction="noising")  # path patching is noising: rank senders by the same effect
+    chunks = list(chunks) if chunks else [task]
+    frames = [attribution_patching(model, c.clean, c.corrupted, c.metric, by="head", qk_fix=True, task=task.name,
+                                   direction="noising")  # path patching is noising: rank senders by the same effect
+              for c in chunks]
+    weights = [len(c) / len(task) for c in chunks]
+    df = frames[0]
+    df["value"] = _weighted([f["value"].tolist() for f in frames], weights)
+    for key in ("clean", "corrupt", "scale"):
+        df.attrs[key] = sum(w * f.attrs[key] for w, f in zip(weights, frames))
     scale = df.attrs["scale"]
     return df.assign(value=df["value"] / (scale if abs(scale) > 1e-12 else 1.0), condition="atp")
 
@@ -261,26 +335,30 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
     each finished stage, so an interrupted run resumes."""
     from interp.models import model_name
 
+    from interp.stats import guard
+
     t0 = time.perf_counter()
     name = model_name(model)
-    a, b = check_batches_align(model, task.clean, task.corrupted)
-    _, cap_clean = run(model, a.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=a.attention_mask)
-    _, cap_bad = run(model, b.tokens, capture=CaptureSpec(sites=("z",)), attention_mask=b.attention_mask)
-    m_clean, m_bad = scalar(task.metric(cap_clean.logits)), scalar(task.metric(cap_bad.logits))
-    from interp.stats import guard, spread
-
+    check_batches_align(model, task.clean, task.corrupted)  # one error for the whole task before any forward
+    chunks = task_chunks(model, task, params.chunk_tokens)
+    parts = [_part(model, c, len(c) / len(task)) for c in chunks]
+    m_clean = sum(p.weight * p.caches[2] for p in parts)
+    m_bad = sum(p.weight * p.caches[3] for p in parts)
+    per_prompt = torch.cat([p.per_prompt for p in parts])
     if abs(m_clean - m_bad) < 1e-12:
         raise InputError(f"the metric is the same on clean and corrupted prompts ({m_clean:.4g}); path patching needs them to differ")
-    why = guard(m_clean - m_bad, spread(task.metric, cap_clean.logits), "|clean − corrupted|", params.guard_frac)
+    sd = float(per_prompt.std()) if len(per_prompt) > 1 else float("nan")
+    why = guard(m_clean - m_bad, sd, "|clean − corrupted|", params.guard_frac)
     if why:  # the ranking of senders does not depend on the denominator, so discovery goes on, flagged
         warnings.warn(f"circuit discovery on {task.name}: metric clean {m_clean:.4g}, corrupted {m_bad:.4g}; {why}", stacklevel=2)
-    info = {"metric_clean": m_clean, "metric_corrupt": m_bad, "warning": why, "prompts": len(task), "stages": [], "exact_runs": 0,
+    info = {"metric_clean": m_clean, "metric_corrupt": m_bad, "warning": why, "prompts": len(task), "chunks": len(chunks),
+            "stages": [], "exact_runs": 0,
             "exact_runs_saved": 0, "forward_equiv": 2.0, "timings": {}}
     frames = []
     scores = None
     if params.prune:
         t = time.perf_counter()
-        atp = cached(store, "atp", lambda: atp_scores(model, task))
+        atp = cached(store, "atp", lambda: atp_scores(model, task, chunks))
         frames.append(atp)
         z = atp[atp["metric"] == "atp:z"]
         scores = {HeadId(int(l), int(h)): abs(v) for l, h, v in zip(z["layer"], z["head"], z["value"])}
@@ -300,8 +378,10 @@ def discover_circuit(model, task: CircuitTask, params: CircuitParams = CircuitPa
         t = time.perf_counter()
 
         def compute(cands=cands, recv=recv, stage=stage):
-            values, _, _, cost = path_patch_senders(model, a.tokens, b.tokens, task.metric, cands, recv,
-                                                    max_rows=params.max_rows, progress=progress, caches=(cap_clean, cap_bad))
+            runs = [path_patch_senders(model, p.clean, p.corrupted, p.task.metric, cands, recv, max_rows=params.max_rows,
+                                       progress=progress, caches=p.caches) for p in parts]
+            values = _weighted([r[0] for r in runs], [p.weight for p in parts])
+            cost = sum(p.weight * r[3] for p, r in zip(parts, runs))
             rows = [{"layer": h.layer, "head": h.head, "metric": "path_patch", "value": (v - m_clean) / (m_bad - m_clean),
                      "condition": f"stage{stage}", "direction": "noising"} for h, v in zip(cands, values)]
             df = make_frame(pd.DataFrame(rows).assign(model=name, task=task.name, **({"warning": why} if why else {})))
@@ -440,9 +520,11 @@ def head_class(row: dict, params: CircuitParams, s2_class: str = "S-inhibition")
 # ------------------------------------------------------------------------------------- faithfulness
 
 
-def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId], *, per_prompt: bool = False):
+def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId], *, per_prompt: bool = False,
+                        chunk_tokens: int = CircuitParams.chunk_tokens):
     """The task metric (mean over prompts; ``per_prompt``: the ``[batch]`` values) with ``ablate`` heads' ``z`` set
-    to their per-position mean over the corrupted prompts of the same group (template)."""
+    to their per-position mean over the corrupted prompts of the same group (template); runs of at most
+    ``chunk_tokens`` tokens."""
     from interp.inputs import to_batch
     from interp.intervene.means import mean_activations
 
@@ -452,17 +534,20 @@ def mean_ablated_metric(model, task: CircuitTask, ablate: Sequence[HeadId], *, p
     keys = list(zip(task.groups, lengths))  # per-position means need one template and one length
     for g in sorted(set(keys)):
         idx = [i for i, x in enumerate(keys) if x == g]
-        sub = LogitDiff(task.metric.io[idx], task.metric.s[idx], task.metric.end[idx])
+        rows = max(1, chunk_tokens // g[1])
         edits = []
         if ablate:
-            means = mean_activations(model, [task.corrupted[i] for i in idx], sites=("z",),
+            means = mean_activations(model, [task.corrupted[i] for i in idx], sites=("z",), batch_size=rows,
                                      layers=sorted({h.layer for h in ablate}), per_position=True)
             edits = [MeanAblate("z", h.layer, h.head, mean=means) for h in ablate]
-        values[idx] = sub.per_prompt(run(model, [task.clean[i] for i in idx], edits)).float().cpu()
+        for j in range(0, len(idx), rows):
+            part = subtask(task, idx[j:j + rows])
+            values[idx[j:j + rows]] = part.metric.per_prompt(run(model, part.clean, edits)).float().cpu()
     return values if per_prompt else float(values.mean())
 
 
-def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId], *, guard_frac: float = GUARD_FRAC) -> dict:
+def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId], *, guard_frac: float = GUARD_FRAC,
+                 chunk_tokens: int = CircuitParams.chunk_tokens) -> dict:
     """``{"full", "circuit", "empty", "spread", "faithfulness", "faithfulness_norm", "reason", "reason_norm"}``.
 
     ``spread`` is the standard deviation of the full model's metric across prompts. A ratio whose denominator
@@ -473,10 +558,10 @@ def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId], *, g
 
     everything = _all_heads(model)
     keep = set(circuit_heads)
-    full_pp = mean_ablated_metric(model, task, [], per_prompt=True)
+    full_pp = mean_ablated_metric(model, task, [], per_prompt=True, chunk_tokens=chunk_tokens)
     full, sd = float(full_pp.mean()), float(full_pp.std()) if len(full_pp) > 1 else float("nan")
-    circ = mean_ablated_metric(model, task, [h for h in everything if h not in keep])
-    empty = mean_ablated_metric(model, task, everything)
+    circ = mean_ablated_metric(model, task, [h for h in everything if h not in keep], chunk_tokens=chunk_tokens)
+    empty = mean_ablated_metric(model, task, everything, chunk_tokens=chunk_tokens)
     why = guard(full, sd, "the full model's metric", guard_frac)
     why_norm = guard(full - empty, sd, "full − empty", guard_frac)
     return {"full": full, "circuit": circ, "empty": empty, "spread": sd,
@@ -485,6 +570,6 @@ def faithfulness(model, task: CircuitTask, circuit_heads: Sequence[HeadId], *, g
             "reason": why, "reason_norm": why_norm}
 
 
-__all__ = ["CircuitTask", "CircuitParams", "Circuit", "TASKS", "make_task", "ioi_task", "colored_objects_task",
+__all__ = ["CircuitTask", "CircuitParams", "Circuit", "TASKS", "make_task", "ioi_task", "colored_objects_task", "subtask", "task_chunks",
            "path_patch_senders", "discover_circuit", "atp_scores", "attention_features", "copy_scores", "classify",
            "head_class", "mean_ablated_metric", "faithfulness", "CLASSES"]

@@ -41,14 +41,14 @@ def run_circuits(model, out: str | Path, config: CircuitsConfig, *, progress: bo
 
     t0 = time.perf_counter()
     task = make_task(model, config.task, config.prompts, config.seed)
-    check_atp_memory(model, task, "--prompts")
+    check_atp_memory(model, task, config.chunk_tokens, "--chunk-tokens")
     od = claim(out, "circuits", resolved(model_name(model), model_source(model), config))
     store = ResumableTable(od.parts_dir)
     circ = discover_circuit(model, task, config.params(), store=store, progress=progress)
     info = dict(circ.info)
     if config.faithfulness:
         t = time.perf_counter()
-        info["faithfulness"] = _faith_part(store, lambda: faithfulness(model, task, circ.head_ids()))
+        info["faithfulness"] = _faith_part(store, lambda: faithfulness(model, task, circ.head_ids(), chunk_tokens=config.chunk_tokens))
         intro = _intro(config, info)
         info["faithfulness"] = _no_nan(info["faithfulness"])
         info["timings"]["faithfulness_s"] = time.perf_counter() - t
@@ -63,9 +63,10 @@ def run_circuits(model, out: str | Path, config: CircuitsConfig, *, progress: bo
     return paths
 
 
-def check_atp_memory(model, task, option: str) -> None:
-    """Refuse, in one line and before any forward, a task whose AtP pass would not fit in the free memory (a
-    200-prompt Colored Objects batch is 37,400 tokens: far beyond a 24 GB machine), naming the count that fits."""
+def check_atp_memory(model, task, chunk_tokens: int, option: str) -> None:
+    """Refuse, in one line and before any forward, a task whose AtP pass over one chunk of prompts would not fit
+    in the free memory (discovery runs chunks of about ``chunk_tokens`` tokens one at a time), naming the chunk
+    size that fits."""
     from interp.analyze.attribution import atp_bytes
     from interp.errors import InputError
     from interp.inputs import to_batch
@@ -73,12 +74,16 @@ def check_atp_memory(model, task, option: str) -> None:
 
     free = free_memory_bytes()
     batch, seq = to_batch(model, task.clean).tokens.shape
-    need = atp_bytes(model, batch, seq)
+    rows = min(batch, max(1, chunk_tokens // seq))
+    need = atp_bytes(model, rows, seq)
     if free is None or need <= 0.8 * free:
         return
     fits = int(0.8 * free // atp_bytes(model, 1, seq))
-    raise InputError(f"{option} {batch}: the attribution pass over {batch} prompts of {seq} tokens ({task.name}) needs about "
-                     f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free; use {option} {max(fits, 1)} or fewer")
+    what = (f"the attribution pass over a chunk of {rows} prompts of {seq} tokens ({task.name}) needs about "
+            f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free")
+    if fits < 1:
+        raise InputError(f"{what}, and one prompt does not fit; use a machine with more free memory")
+    raise InputError(f"{what}; use {option} {fits * seq} or fewer")
 
 
 def _faith_part(store, compute) -> dict:
@@ -169,7 +174,7 @@ def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool =
     ioi = None
     if config.circuit is None:  # discovered here: its AtP pass must fit
         ioi = ioi_task(model, config.ioi_prompts, config.seed)
-        check_atp_memory(model, ioi, "--ioi-prompts")
+        check_atp_memory(model, ioi, config.chunk_tokens, "--chunk-tokens")
     od = claim(out, "repair", resolved(model_name(model), model_source(model), config))
     t0 = time.perf_counter()
     store = ResumableTable(od.parts_dir)
@@ -179,7 +184,7 @@ def run_repair(model, out: str | Path, config: RepairConfig, *, progress: bool =
         heads = read_circuit_tables(config.circuit, "--circuit")[0]
     else:
         heads = cached(store, "ioi-circuit", lambda: discover_circuit(
-            model, ioi, CircuitParams(keep=config.keep), progress=progress).heads)
+            model, ioi, CircuitParams(keep=config.keep, chunk_tokens=config.chunk_tokens), progress=progress).heads)
     inh, neg, movers = repair_heads(heads, config.n_inhibition)
     if len(inh) < config.n_inhibition:
         import warnings

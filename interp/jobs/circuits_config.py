@@ -21,6 +21,7 @@ def _task(name: str) -> None:
 
 PROMPTS_WHY = "task prompts repeat past this and every prompt is path patched per sender"
 TOP_FRAC = dict(lo=0, hi=1, lo_open=True)
+CHUNK_TOKENS = dict(lo=16, hi=1 << 20, why="prompts run in chunks of about this many tokens; memory grows with it, results do not")
 
 
 @config
@@ -36,6 +37,7 @@ class CircuitsConfig(Checked):
     attn_threshold: float = num(CircuitParams.attn_threshold, lo=0, hi=1, why="an attention mass")
     copy_threshold: float = num(CircuitParams.copy_threshold, lo=0, hi=1, why="a |copy score|")
     faithfulness: bool = True
+    chunk_tokens: int = num(CircuitParams.chunk_tokens, **CHUNK_TOKENS)
 
     def __post_init__(self):
         _task(self.task)
@@ -45,7 +47,8 @@ class CircuitsConfig(Checked):
 
     def params(self) -> CircuitParams:
         return CircuitParams(n_stages=self.stages, top_frac=self.top_frac, min_effect=self.min_effect, prune=self.prune,
-                             keep=self.keep, attn_threshold=self.attn_threshold, copy_threshold=self.copy_threshold)
+                             keep=self.keep, attn_threshold=self.attn_threshold, copy_threshold=self.copy_threshold,
+                             chunk_tokens=self.chunk_tokens)
 
 
 # what reuse and repair read of a circuits folder (the loader checks them before any model loads)
@@ -105,6 +108,7 @@ class RepairConfig(Checked):
     n_inhibition: int = num(3, lo=1, model="heads")  # at most the circuit's stage-2 heads (checked where known)
     seed: int = num(0, **SEED)
     keep: int = num(16, lo=1, model="heads")
+    chunk_tokens: int = num(CircuitParams.chunk_tokens, **CHUNK_TOKENS)  # when the IOI circuit is discovered here
 
     def __post_init__(self):
         if self.circuit is not None:
