@@ -252,3 +252,31 @@ def test_smollm2_patching_equals_transformerlens_and_sweep_equals_loop(smollm2):
     fast = interp.sweep_heads(smollm2, toks_c, lambda h: interp.ZeroAblate(h), d.metric, heads=heads, progress=False)
     slow = [float(d.metric(interp.run(smollm2, toks_c, [interp.ZeroAblate(h)]))) for h in heads]
     assert np.abs(fast["value"].to_numpy() - np.array(slow)).max() < 1e-5
+
+
+@pytest.mark.parametrize("graddrop", [False, True])
+def test_atp_keeps_no_activation_after_it_returns(llama3, monkeypatch, graddrop):
+    """Every recorded activation is freed when the call returns. Hooks on the recorded tensors refer back to the
+    record, a cycle through autograd that gc does not collect: chunked circuit discovery (one AtP pass per chunk)
+    leaked each pass's activations until it ran out of memory."""
+    import gc
+    import weakref
+
+    import interp.analyze.attribution as A
+
+    refs = []
+    keep = A._keep
+
+    def spy(store, l, rec):
+        hook = keep(store, l, rec)
+
+        def wrapped(module, args):
+            hook(module, args)
+            refs.append(weakref.ref(args[0]))
+        return wrapped
+
+    monkeypatch.setattr(A, "_keep", spy)
+    clean, bad = _pair()
+    attribution_patching(llama3, clean, bad, _metric, graddrop=graddrop)
+    gc.collect()
+    assert len(refs) >= 2 and all(r() is None for r in refs)
