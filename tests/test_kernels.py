@@ -147,6 +147,9 @@ def test_c_row_pass_builds_here():
 def test_c_row_pass_equals_torch_pass(monkeypatch, n_seg, pad, logits):
     q, k, v, kv, seg = _draw(21, 3, 9, 3, 131, 131, 64, pad, n_seg=n_seg)
     seg[:, -1] = (torch.arange(131) % 3 == 0).float()  # a non-contiguous segment
+    seg[0, 0] = 0  # an empty segment in one batch row; in another, a span elsewhere (keys 70..89)
+    seg[1, 0] = 0
+    seg[1, 0, 70:90] = 1
     edit = HeadEdit(segment_scale=[[0.0] + [2.0] * (n_seg - 1)] * 9) if logits == "segment_scale" else None
     kw = dict(scale=0.125, causal=True, key_valid=kv, segments=seg, key_mass=True, rows=(torch.tensor([0, 4, 8]),
               torch.tensor([[0, 130]] * 3)), softcap=30.0 if logits == "softcap" else None, edit=edit)

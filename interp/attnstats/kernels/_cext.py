@@ -33,7 +33,7 @@ _ARGTYPES = [  # interp_attn_rows, in order
     _P, _i64, _i64, _i64, _i64, _i64, _i64,  # s, n_groups, nq, ld, k0, kend, pos0
     ctypes.c_int, _i64, _i64,  # causal, window, group_per_batch
     _P, _i64, _i64, _P, _i64, _i64,  # bias, bias_div, bias_ld, qw, q_len, i0
-    _P, _i64, _P, _i64, _i64, _P,  # kacc, kacc_ld, seg, n_seg, seg_ld, segm
+    _P, _i64, _P, _i64, _i64, _P, _P,  # kacc, kacc_ld, seg, n_seg, seg_ld, seg_span, segm
     _P, _P, _P, _P,  # lse, ent, maxw, amax
     _P, _P, _P,  # sinks, sinkm, rinv
 ]

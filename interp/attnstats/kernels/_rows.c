@@ -123,7 +123,8 @@ static void row_axpy(float *acc, const float *e, int64_t len, float w) {
  * absolute key.
  * bias: NULL or additive logit biases (key padding, segment scaling), row grp / bias_div of [*, bias_ld]; qw: NULL or [batch, q_len] key-mass weight of each query;
  * kacc: NULL or [n_groups, kacc_ld] key-mass accumulator; seg: NULL or [batch, n_seg, seg_ld] segment weights,
- * whose masses go to segm [n_groups, q_len, n_seg]. sinks: NULL or [group_per_batch] learned sink logits, one
+ * whose masses go to segm [n_groups, q_len, n_seg]; seg_span [batch, n_seg, 2]: the keys [from, to) outside which a
+ * segment's weights are all zero, so that a sink token or a short span costs its own length, not a row. sinks: NULL or [group_per_batch] learned sink logits, one
  * extra softmax column per head (mass, no value) whose probability goes to sinkm [n_groups, q_len].
  * Outputs lse/ent/maxw/amax/rinv are [n_groups, q_len] and receive this block's columns i0..i0+nq. rinv is
  * 1/normaliser, with which the caller normalises the block's P·V (without sinks it equals maxw: the max
@@ -131,7 +132,8 @@ static void row_axpy(float *acc, const float *e, int64_t len, float w) {
 void interp_attn_rows(float *s, int64_t n_groups, int64_t nq, int64_t ld, int64_t k0, int64_t kend, int64_t pos0,
                       int causal, int64_t window, int64_t group_per_batch, const float *bias, int64_t bias_div,
                       int64_t bias_ld, const float *qw, int64_t q_len, int64_t i0, float *kacc, int64_t kacc_ld,
-                      const float *seg, int64_t n_seg, int64_t seg_ld, float *segm, float *lse, float *ent,
+                      const float *seg, int64_t n_seg, int64_t seg_ld, const int64_t *seg_span, float *segm,
+                      float *lse, float *ent,
                       float *maxw, int64_t *amax, const float *sinks, float *sinkm, float *rinv_out) {
     for (int64_t grp = 0; grp < n_groups; grp++) {
         int64_t b = grp / group_per_batch;
@@ -173,8 +175,11 @@ void interp_attn_rows(float *s, int64_t n_groups, int64_t nq, int64_t ld, int64_
             maxw[o] = (mm == m ? 1.0f : sexp(m - mm)) * rinv;
             rinv_out[o] = rinv;
             if (has_sink) sinkm[o] = ez * rinv;
-            for (int64_t k = 0; seg && k < n_seg; k++)
-                segm[o * n_seg + k] = rinv * row_dot(r, seg + (b * n_seg + k) * seg_ld + lo, len);
+            for (int64_t k = 0; seg && k < n_seg; k++) {
+                const int64_t *span = seg_span + (b * n_seg + k) * 2;
+                int64_t a = span[0] > lo ? span[0] : lo, e = span[1] < hi ? span[1] : hi;
+                segm[o * n_seg + k] = e > a ? rinv * row_dot(r + (a - lo), seg + (b * n_seg + k) * seg_ld + a, e - a) : 0.0f;
+            }
             if (kacc) {
                 float w = qw ? qw[b * q_len + i0 + qi] * rinv : rinv;
                 if (w != 0.0f) row_axpy(kacc + grp * kacc_ld + lo, r, len, w);

@@ -95,6 +95,7 @@ class _Ctx:
     bias_div: int = 1  # rows of (batch, head) groups per bias2 row
     qw2: Optional[torch.Tensor] = None  # [B, Q] key-mass weight per query for the C pass
     seg_c: Optional[torch.Tensor] = None  # [B, S, K] segments whose masses the C pass computes
+    seg_span: Optional[torch.Tensor] = None  # [B, S, 2] int64: keys [from, to) holding each segment's nonzero weights
     window: Optional[int] = None  # sliding window (band mask); None: every causal key
     sinks: Optional[torch.Tensor] = None  # [H] learned sink logits in the compute dtype
     sinkm: Optional[torch.Tensor] = None  # [B, KV, G, Q] sink-column probability
@@ -157,9 +158,10 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
     clib = _c_pass(prob, cd, dev)
     identity = not general and softcap is None and clib is None  # Σ p·s from q·(P K)
     parts = [v.to(cd)] + ([kc] if identity else [])
-    seg_c = None  # few segments: masses from dot products in the C pass, keeping P·V exactly d_head wide
+    seg_c = seg_span = None  # few segments: masses from dot products in the C pass, keeping P·V exactly d_head wide
     if clib is not None and segments is not None and S <= C_MAX_SEGMENTS:
         seg_c = segments.to(cd).contiguous()
+        seg_span = _support(seg_c)
     elif segments is not None:
         parts.append(segments.to(cd).transpose(1, 2)[:, None].expand(B, KV, K, S))
     if clib is None:  # the C pass returns Σ e itself
@@ -202,11 +204,21 @@ def _context(q, k, v, prob, scale, causal, key_valid, segments, key_mass, softca
         segm=torch.empty(B, KV, G, Q, S, dtype=cd, device=dev) if segments is not None else None,
         key_mass=key_mass,
         rows_out=None if prob.rows is None else torch.zeros(B, len(prob.rows[0]), prob.rows[1].shape[1], K, device=dev),
-        clib=clib, bias2=bias2, bias_div=bias_div, qw2=qw2, seg_c=seg_c, window=prob.window,
+        clib=clib, bias2=bias2, bias_div=bias_div, qw2=qw2, seg_c=seg_c, seg_span=seg_span, window=prob.window,
         sinks=None if prob.sinks is None else prob.sinks.to(dtype=cd).contiguous(),
         sinkm=None if prob.sinks is None else torch.empty(B, KV, G, Q, dtype=cd, device=dev),
         rinv=None if prob.sinks is None or clib is None else torch.empty(B, KV, G, Q, dtype=cd, device=dev),
     )
+
+
+def _support(seg: torch.Tensor) -> torch.Tensor:
+    """``[B, S, K]`` segment weights → ``[B, S, 2]`` int64 ``[from, to)``: the smallest key range holding every
+    nonzero weight (``[0, 0)`` for an all-zero segment)."""
+    nz = seg != 0
+    k = torch.arange(seg.shape[-1], device=seg.device)
+    lo = torch.where(nz, k, seg.shape[-1]).amin(dim=-1)
+    hi = torch.where(nz, k + 1, 0).amax(dim=-1)
+    return torch.stack([lo.clamp_max(hi), hi], dim=-1).to(torch.int64).contiguous()
 
 
 def _c_pass(prob: Problem, cd: torch.dtype, dev: torch.device) -> object:
@@ -356,7 +368,7 @@ def _block_c(ctx: _Ctx, s: torch.Tensor, i0: int, i1: int, k0: int, kend: int, k
     ctx.clib.interp_attn_rows(
         s.data_ptr(), B * KV * G, nq, kw, k0, kend, prob.offset + i0, int(ctx.causal), ctx.window or 0, KV * G,
         _ptr(ctx.bias2), ctx.bias_div, prob.k_len, _ptr(ctx.qw2), Q, i0,
-        _ptr(kacc), 0 if kacc is None else kacc.shape[1], _ptr(ctx.seg_c), S, prob.k_len, _ptr(ctx.segm),
+        _ptr(kacc), 0 if kacc is None else kacc.shape[1], _ptr(ctx.seg_c), S, prob.k_len, _ptr(ctx.seg_span), _ptr(ctx.segm),
         ctx.lse.data_ptr(), ctx.ent.data_ptr(), ctx.maxw.data_ptr(), ctx.amax.data_ptr(),
         _ptr(ctx.sinks), _ptr(ctx.sinkm), rinv_buf.data_ptr(),
     )
