@@ -124,8 +124,9 @@ static void row_axpy(float *acc, const float *e, int64_t len, float w) {
  * bias: NULL or additive logit biases (key padding, segment scaling), row grp / bias_div of [*, bias_ld]; qw: NULL or [batch, q_len] key-mass weight of each query;
  * kacc: NULL or [n_groups, kacc_ld] key-mass accumulator; seg: NULL or [batch, n_seg, seg_ld] segment weights,
  * whose masses go to segm [n_groups, q_len, n_seg]; seg_span [batch, n_seg, 2]: the keys [from, to) outside which a
- * segment's weights are all zero, so that a sink token or a short span costs its own length, not a row. sinks: NULL or [group_per_batch] learned sink logits, one
- * extra softmax column per head (mass, no value) whose probability goes to sinkm [n_groups, q_len].
+ * segment's weights are all zero, so that a sink token or a short span costs its own length, not a row.
+ * sinks: NULL or [group_per_batch] learned sink logits, one extra softmax column per head (mass, no value) whose
+ * probability goes to sinkm [n_groups, q_len].
  * Outputs lse/ent/maxw/amax/rinv are [n_groups, q_len] and receive this block's columns i0..i0+nq. rinv is
  * 1/normaliser, with which the caller normalises the block's P·V (without sinks it equals maxw: the max
  * exponential is exactly 1; rinv may alias maxw then). */
